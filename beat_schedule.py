@@ -1,0 +1,20 @@
+"""The whole periodic schedule: one entry per public task name, times in TIMEZONE.
+
+Each entry is added by the change that registers its task; beat refuses to start if an
+entry names a task that is not registered, so a typo never becomes a silent no-op. The
+spec's schedule, for the issues to come:
+
+    listening.aggregate        daily 02:00
+    playlists.generate_all     daily 03:00
+    trending.calculate         every 6 hours
+    cleanup.background_tasks   Sundays 04:00
+    cleanup.expired_playlists  daily 05:00
+    enrichment.enrich_pending  hourly
+    cleanup.stuck_tasks        every 10 minutes
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SCHEDULE: dict[str, dict[str, Any]] = {}

@@ -1,0 +1,1 @@
+"""PostgreSQL: models, engine and sessions, migrations, synthetic data."""

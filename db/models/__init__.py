@@ -1,0 +1,26 @@
+"""All models; import from here. Split by area: music, imports, analytics, operations."""
+
+from db.models.analytics import PLAYLIST_TYPES, SmartPlaylist, TrendingTrack, UserListeningStats
+from db.models.base import Base
+from db.models.imports import Listen, SpotifyToken, UploadJob
+from db.models.music import Album, Artist, PlayHistory, Track, User
+from db.models.operations import BackgroundTask, DeadLetter, TaskRun
+
+__all__ = [
+    "PLAYLIST_TYPES",
+    "Album",
+    "Artist",
+    "BackgroundTask",
+    "Base",
+    "DeadLetter",
+    "Listen",
+    "PlayHistory",
+    "SmartPlaylist",
+    "SpotifyToken",
+    "TaskRun",
+    "Track",
+    "TrendingTrack",
+    "UploadJob",
+    "User",
+    "UserListeningStats",
+]

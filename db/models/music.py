@@ -1,0 +1,78 @@
+"""The catalogue and its listening history. Other services write these tables directly."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import BigInteger, ForeignKey, Index, SmallInteger, Text, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db.models.base import Base, BigId, CreatedAt
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[BigId]
+    created_at: Mapped[CreatedAt]
+
+
+class Artist(Base):
+    __tablename__ = "artists"
+
+    id: Mapped[BigId]
+    name: Mapped[str] = mapped_column(Text)
+    genres: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+
+
+class Album(Base):
+    __tablename__ = "albums"
+
+    id: Mapped[BigId]
+    artist_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("artists.id", ondelete="CASCADE"), index=True
+    )
+    title: Mapped[str] = mapped_column(Text)
+    release_date: Mapped[dt.date | None]
+
+
+class Track(Base):
+    __tablename__ = "tracks"
+
+    id: Mapped[BigId]
+    title: Mapped[str] = mapped_column(Text)
+    artist_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("artists.id", ondelete="CASCADE"), index=True
+    )
+    album_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("albums.id", ondelete="SET NULL"), index=True
+    )
+    genre: Mapped[str | None] = mapped_column(Text, index=True)
+    duration_ms: Mapped[int | None]
+    popularity: Mapped[int | None] = mapped_column(SmallInteger)  # 0..100
+    release_date: Mapped[dt.date | None] = mapped_column(index=True)
+    audio_path: Mapped[str | None] = mapped_column(Text)
+    mood: Mapped[str | None] = mapped_column(Text)
+    energy_level: Mapped[float | None]
+    tempo: Mapped[float | None]
+    created_at: Mapped[CreatedAt]
+
+
+class PlayHistory(Base):
+    __tablename__ = "play_history"
+
+    id: Mapped[BigId]
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"))
+    track_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("tracks.id", ondelete="CASCADE"))
+    played_at: Mapped[dt.datetime]
+    ms_played: Mapped[int | None]
+
+    __table_args__ = (
+        # A user's history in time order: per-user stats and playlists.
+        Index("ix_play_history_user_id_played_at", "user_id", "played_at"),
+        # Time windows over all users: trending.
+        Index("ix_play_history_played_at", "played_at"),
+        # Deleting a track cascades here; without this the cascade scans the table.
+        Index("ix_play_history_track_id", "track_id"),
+    )

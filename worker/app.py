@@ -1,0 +1,95 @@
+"""The Celery application: configuration from the settings, tasks from ``tasks/``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from celery import Celery
+
+import beat_schedule
+from worker.queues import (
+    DEFAULT_QUEUE,
+    VISIBILITY_TIMEOUT,
+    FamilyLimits,
+    celery_queues,
+    route_task,
+)
+from worker.settings import Settings, SettingsError, get_settings
+
+# Task modules, listed rather than discovered: what a worker runs is visible here.
+TASK_MODULES = ["tasks.automation"]
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Production settings; CELERY-PITFALLS.md (shared/) gives the reason for most lines."""
+    return {
+        "broker_url": settings.redis_url,
+        "broker_connection_retry_on_startup": True,
+        # Redis redelivers unacked messages after this: above the longest hard time limit.
+        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
+        "result_backend": settings.celery_result_backend,
+        "result_extended": True,
+        "result_expires": dt.timedelta(days=7),
+        "database_engine_options": {"pool_pre_ping": True},
+        # JSON only: a pickle message is refused (and kept as a dead letter).
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "timezone": settings.timezone,
+        "enable_utc": True,
+        # At-least-once: ack after the task, requeue if its worker dies. Every task is
+        # idempotent, and redeliveries are capped (AutomationTask, MAX_DELIVERIES).
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # A worker holds only the message it is running; long tasks never sit on short ones.
+        "worker_prefetch_multiplier": 1,
+        "worker_max_memory_per_child": settings.worker_max_memory_per_child_mb * 1024,
+        "worker_max_tasks_per_child": settings.worker_max_tasks_per_child,
+        # Soft shutdown gives running tasks time to finish and requeues the rest.
+        "worker_soft_shutdown_timeout": 30.0,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_consumer": "worker.consumer:RecordingConsumer",
+        "task_queues": celery_queues(),
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_routes": (route_task,),
+        "task_annotations": (FamilyLimits(),),
+        "task_track_started": True,
+        # Events for Flower; their queues expire when nobody listens, so they never pile up.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "event_queue_expires": 60,
+        "event_queue_ttl": 5,
+        "beat_schedule": beat_schedule.SCHEDULE,
+        "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
+    }
+
+
+def create_app(settings: Settings) -> Celery:
+    app = Celery("automation", task_cls="worker.base_task:AutomationTask")
+    app.config_from_object(celery_config(settings))
+    app.conf.include = TASK_MODULES
+    return app
+
+
+def validate_schedule(app: Celery) -> None:
+    """Raise ValueError naming every schedule entry whose task is not registered."""
+    app.loader.import_default_modules()
+    unknown = sorted(
+        f"{key} -> {entry['task']}"
+        for key, entry in app.conf.beat_schedule.items()
+        if entry["task"] not in app.tasks
+    )
+    if unknown:
+        raise ValueError("beat_schedule names unregistered tasks: " + ", ".join(unknown))
+
+
+try:
+    app = create_app(get_settings())
+except SettingsError as exc:
+    # `celery -A worker ...` and `automation ...` both land here: one line, no traceback.
+    raise SystemExit(str(exc)) from None
+
+import worker.signals  # noqa: E402, F401  (connects the handlers)

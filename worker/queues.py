@@ -1,0 +1,83 @@
+"""Queues, routing and per-family time limits: the one place that says where a task runs.
+
+A task's family is the part of its public name before the dot (``trending.calculate`` is
+in ``trending``). Each family has a home queue and time limits; each queue gets its own
+workers, so a backlog of hour-long aggregations never delays a two-second analysis.
+
+Messages sent by name without our routing land in Celery's default queue ``celery``
+(``send_task`` with no queue, celery-node). The default workers also consume it, and the
+base task forwards such a message to its home queue (see ``worker.base_task``), so it
+runs on the right kind of worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kombu import Queue
+
+DEFAULT_QUEUE = "default"
+# Celery's own default queue name: where by-name senders that know nothing of our routing
+# put their messages. Consumed by the default workers, which forward to the home queue.
+INBOX_QUEUE = "celery"
+
+
+@dataclass(frozen=True)
+class Family:
+    queue: str
+    soft_time_limit: int  # seconds: SoftTimeLimitExceeded is raised inside the task
+    time_limit: int  # seconds: the child is killed
+
+
+FAMILIES: dict[str, Family] = {
+    "automation": Family(DEFAULT_QUEUE, soft_time_limit=60, time_limit=120),
+    "cleanup": Family(DEFAULT_QUEUE, soft_time_limit=5 * 60, time_limit=10 * 60),
+    "listening": Family("analytics", soft_time_limit=50 * 60, time_limit=60 * 60),
+    "trending": Family("analytics", soft_time_limit=50 * 60, time_limit=60 * 60),
+    "playlists": Family("playlists", soft_time_limit=15 * 60, time_limit=20 * 60),
+    "enrichment": Family("enrichment", soft_time_limit=10 * 60, time_limit=15 * 60),
+    "analysis": Family("analysis", soft_time_limit=5 * 60, time_limit=10 * 60),
+}
+# Celery's built-ins (celery.backend_cleanup, chord_unlock, ...) and anything unknown.
+FALLBACK = Family(DEFAULT_QUEUE, soft_time_limit=5 * 60, time_limit=10 * 60)
+
+QUEUE_NAMES: tuple[str, ...] = tuple(
+    dict.fromkeys([DEFAULT_QUEUE, *(f.queue for f in FAMILIES.values())])
+)
+
+# Redis redelivers an unacknowledged message after this long. It must exceed the longest
+# hard time limit, or a long late-acked task would run twice while it is still running.
+VISIBILITY_TIMEOUT = 2 * max(f.time_limit for f in FAMILIES.values())
+
+
+def family_of(task_name: str) -> Family:
+    return FAMILIES.get(task_name.partition(".")[0], FALLBACK)
+
+
+def home_queue(task_name: str) -> str:
+    return family_of(task_name).queue
+
+
+def route_task(
+    name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any
+) -> dict[str, str]:
+    """Celery router: every task goes to its family's queue."""
+    return {"queue": home_queue(name)}
+
+
+class FamilyLimits:
+    """Celery task annotation giving each task its family's time limits."""
+
+    def annotate(self, task: Any) -> dict[str, int]:
+        family = family_of(task.name)
+        return {"soft_time_limit": family.soft_time_limit, "time_limit": family.time_limit}
+
+
+def worker_queues(queue: str) -> list[str]:
+    """The queues a worker for ``queue`` consumes: the default workers also drain the inbox."""
+    return [queue, INBOX_QUEUE] if queue == DEFAULT_QUEUE else [queue]
+
+
+def celery_queues() -> list[Queue]:
+    return [Queue(name, routing_key=name) for name in (*QUEUE_NAMES, INBOX_QUEUE)]

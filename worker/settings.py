@@ -1,0 +1,161 @@
+"""The one typed configuration object, read from the environment once per process.
+
+Every knob the project has lives here; nothing else reads ``os.environ``. A bad value
+stops start-up with one line that names the variable (see ``load_settings``).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Where the embedded services listen when DATABASE_URL / REDIS_URL are unset. Fixed, so a
+# second shell (`celery -A worker inspect ...`) finds the stack `automation up` started
+# without any state file; chosen away from the standard ports so a local PostgreSQL or
+# Redis never clashes.
+EMBEDDED_POSTGRES_PORT = 55432
+EMBEDDED_REDIS_PORT = 56379
+EMBEDDED_DATABASE_URL = (
+    f"postgresql+psycopg://postgres@127.0.0.1:{EMBEDDED_POSTGRES_PORT}/automation"
+)
+EMBEDDED_REDIS_URL = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    environment: Literal["development", "production"] = "development"
+
+    database_url: str = Field(
+        default=EMBEDDED_DATABASE_URL,
+        description="PostgreSQL for our tables and Celery's results (postgresql+psycopg://...).",
+    )
+    redis_url: str = Field(
+        default=EMBEDDED_REDIS_URL,
+        description="Redis: Celery broker, locks and shared rate limits.",
+    )
+    timezone: str = Field(default="UTC", description="Timezone of the beat schedule.")
+    data_dir: Path = Field(
+        default=Path(".automation"),
+        description="Embedded services' data, beat's schedule file and Flower's state.",
+    )
+
+    # Flower
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    flower_address: str = "127.0.0.1"
+    flower_basic_auth: SecretStr | None = Field(
+        default=None, description="user:password; required in production."
+    )
+
+    # Workers
+    worker_max_memory_per_child_mb: int = Field(
+        default=512, ge=64, description="A worker child over this is replaced after its task."
+    )
+    worker_max_tasks_per_child: int = Field(default=1000, ge=1)
+    max_deliveries: int = Field(
+        default=3,
+        ge=1,
+        description="Deliveries of one message that died with its worker before it is refused.",
+    )
+
+    # Spotify (issue 6 uses these)
+    spotify_client_id: str | None = None
+    spotify_client_secret: SecretStr | None = None
+    spotify_api_url: str = "https://api.spotify.com/v1/"
+    spotify_token_url: str = "https://accounts.spotify.com/api/token"
+    spotify_requests_per_minute: int = Field(default=180, ge=1)
+    token_encryption_key: SecretStr | None = None
+    alert_webhook_url: str | None = None
+
+    # Analytics and playlists (issues 3 and 4 use these)
+    trending_top_n: int = Field(default=500, ge=1)
+    playlist_length: int = Field(default=50, ge=1, le=500)
+    playlist_max_artist_run: int = Field(default=2, ge=1)
+
+    # Background-task ledger (issue 5 uses these)
+    background_task_retention_days: int = Field(default=30, ge=1)
+    failed_task_retention_days: int = Field(default=90, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        # Accept the spellings other tools hand out, store the one SQLAlchemy wants.
+        for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        if not value.startswith("postgresql+psycopg://"):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis:// URL")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+    @field_validator("flower_basic_auth")
+    @classmethod
+    def _user_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and ":" not in value.get_secret_value():
+            raise ValueError("must be user:password")
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_explicit_services(self) -> Settings:
+        # In production an unset URL is a mistake, not a request for the embedded stack.
+        if self.environment == "production":
+            for name in ("database_url", "redis_url", "flower_basic_auth"):
+                if name not in self.model_fields_set:
+                    raise ValueError(f"{name.upper()}: required when ENVIRONMENT=production")
+        return self
+
+    @property
+    def uses_embedded_services(self) -> bool:
+        """True when neither service was named, so `automation up` starts its own."""
+        return not ({"database_url", "redis_url"} & self.model_fields_set)
+
+    @property
+    def celery_result_backend(self) -> str:
+        return "db+" + self.database_url
+
+
+def _one_line(error: ValidationError) -> str:
+    parts = []
+    for problem in error.errors():
+        variable = "_".join(str(p) for p in problem["loc"]).upper()
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        parts.append(f"{variable}: {message}" if variable else message)
+    return "configuration error: " + "; ".join(parts)
+
+
+def load_settings() -> Settings:
+    """Read the environment; raise SettingsError with one line naming each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
