@@ -67,8 +67,9 @@ def db_current() -> None:
 @click.option("--days", default=90, show_default=True, help="Plays spread over this many days.")
 @click.option("--listens", type=int, default=None, help="Imported listens [default: plays/20].")
 @click.option("--seed", "seed_value", default=42, show_default=True, help="Random seed.")
-def seed(users: int, tracks: int, plays: int, days: int, listens: int | None,
-         seed_value: int) -> None:  # fmt: skip
+def seed(
+    users: int, tracks: int, plays: int, days: int, listens: int | None, seed_value: int
+) -> None:
     """Load a realistic synthetic catalogue and listening history (deterministic per seed)."""
     from db.seed import SeedSpec, seed_url
 
@@ -83,8 +84,9 @@ def seed(users: int, tracks: int, plays: int, days: int, listens: int | None,
         if done >= total:
             bar.__exit__(None, None, None)
 
-    spec = SeedSpec(users=users, tracks=tracks, plays=plays, days=days, seed=seed_value,
-                    listens=listens)  # fmt: skip
+    spec = SeedSpec(
+        users=users, tracks=tracks, plays=plays, days=days, seed=seed_value, listens=listens
+    )
     report = seed_url(get_settings().database_url, spec, progress=progress)
     click.echo(
         f"seeded {report.users} users, {report.artists} artists, {report.albums} albums, "
@@ -176,13 +178,13 @@ def render_status(report: dict[str, Any]) -> str:
             f" (latest {report['dead_letters']['latest_at']})"
             if report["dead_letters"]["total"]
             else ""
-        ),  # fmt: skip
+        ),
         "queues:           "
         + (
             counts(report["queues"])
             if "error" not in report["queues"]
             else report["queues"]["error"]
-        ),  # fmt: skip
+        ),
         "schedule:" if report["schedule"] else "schedule:         (no entries yet)",
     ]
     for entry in report["schedule"]:

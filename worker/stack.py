@@ -51,7 +51,7 @@ def children(settings: Settings, concurrency: int, beat: bool, flower: bool) -> 
                 "--loglevel",
                 "INFO",
             ),
-        )  # fmt: skip
+        )
         for queue in QUEUE_NAMES
     ]
     if beat:
@@ -111,9 +111,13 @@ def run(settings: Settings, concurrency: int = 1, beat: bool = True, flower: boo
             for child in procs:
                 # Own session: the terminal's Ctrl-C reaches us only, and we stop them in order.
                 child.process = subprocess.Popen(
-                    child.argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                    text=True, start_new_session=True,
-                )  # fmt: skip
+                    child.argv,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    start_new_session=True,
+                )
                 assert child.process.stdout is not None
                 threading.Thread(
                     target=_relay, args=(child.name, child.process.stdout), daemon=True
