@@ -6,17 +6,19 @@ PostgreSQL, so it works with every worker down) and the ``automation.status`` ta
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from typing import Any
 
 import redis
 from celery import Celery
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
 from db.models import BackgroundTask, DeadLetter, SmartPlaylist, TaskRun, TrendingTrack
-from worker.app import app
 from worker.base_task import AutomationTask, PermanentError
+from worker.celery_app import app
 from worker.queues import INBOX_QUEUE, QUEUE_NAMES
 
 # Short names for the spec's manual triggers. A name is offered only once every task it
@@ -74,13 +76,15 @@ def _schedule(session: Session, celery_app: Celery, now: dt.datetime) -> list[di
         for run in session.scalars(
             select(TaskRun)
             .where(TaskRun.task_name.in_(tasks))
-            .distinct(TaskRun.task_name)
+            .ext(distinct_on(TaskRun.task_name))
             .order_by(TaskRun.task_name, TaskRun.started_at.desc())
         )
     }
     report = []
     for key, entry in sorted(entries.items()):
-        schedule = entry["schedule"]
+        # The schedule's own clock must be ours, or "next run" mixes two notions of now.
+        schedule = copy.copy(entry["schedule"])
+        schedule.nowfun = lambda: now
         last = last_runs.get(entry["task"])
         since = last.started_at if last is not None else now
         next_run = now + max(schedule.remaining_estimate(since), dt.timedelta(0))

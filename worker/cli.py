@@ -200,3 +200,7 @@ def render_status(report: dict[str, Any]) -> str:
             f"{last_text}"
         )
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

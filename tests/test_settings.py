@@ -1,0 +1,79 @@
+"""Configuration: one typed object; a bad value is one clear line naming the variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from worker.settings import EMBEDDED_DATABASE_URL, SettingsError, load_settings
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("DATABASE_URL", "REDIS_URL", "ENVIRONMENT", "TIMEZONE", "FLOWER_BASIC_AUTH"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_unset_urls_mean_the_embedded_services(clean_env: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert settings.database_url == EMBEDDED_DATABASE_URL
+    assert settings.uses_embedded_services
+
+
+def test_setting_a_url_turns_the_embedded_services_off(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("DATABASE_URL", "postgresql+psycopg://u@db:5432/app")
+    assert not load_settings().uses_embedded_services
+
+
+def test_postgres_urls_are_normalised_to_psycopg(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("DATABASE_URL", "postgres://u:p@db:5432/app")
+    assert load_settings().database_url == "postgresql+psycopg://u:p@db:5432/app"
+
+
+def test_a_non_postgres_database_url_names_the_variable(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("DATABASE_URL", "mysql://u@db/app")
+    with pytest.raises(SettingsError, match=r"^configuration error: DATABASE_URL: must be a"):
+        load_settings()
+
+
+def test_an_unknown_timezone_names_the_variable(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("TIMEZONE", "Mars/Olympus")
+    with pytest.raises(SettingsError, match="TIMEZONE: unknown timezone 'Mars/Olympus'"):
+        load_settings()
+
+
+def test_a_number_setting_that_is_not_a_number_names_the_variable(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("TRENDING_TOP_N", "lots")
+    with pytest.raises(SettingsError, match="TRENDING_TOP_N"):
+        load_settings()
+
+
+def test_production_requires_explicit_services_and_flower_credentials(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("ENVIRONMENT", "production")
+    clean_env.setenv("DATABASE_URL", "postgresql://u@db/app")
+    with pytest.raises(SettingsError, match="REDIS_URL: required when ENVIRONMENT=production"):
+        load_settings()
+
+
+def test_flower_credentials_must_be_user_colon_password(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("FLOWER_BASIC_AUTH", "justapassword")
+    with pytest.raises(SettingsError, match="FLOWER_BASIC_AUTH: must be user:password"):
+        load_settings()
+
+
+def test_celery_refuses_to_start_with_one_line_naming_the_bad_variable() -> None:
+    env = {**os.environ, "REDIS_URL": "http://not-redis"}
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker", "inspect", "ping"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.strip() == "configuration error: REDIS_URL: must be a redis:// URL"

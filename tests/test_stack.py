@@ -1,0 +1,52 @@
+"""`automation up`: every process comes up, and Ctrl-C leaves nothing running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tests.support import wait_for
+from worker.embedded import free_port
+from worker.queues import QUEUE_NAMES
+
+
+def test_up_runs_a_worker_per_queue_beat_and_flower_and_ctrl_c_stops_them_all(
+    app: Any, tmp_path: Path
+) -> None:
+    flower_port = free_port()
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "FLOWER_PORT": str(flower_port)}
+    log = tmp_path / "up.log"
+    with log.open("w") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "up"], env=env, stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        expected = {f"{queue}@" for queue in QUEUE_NAMES}
+
+        def workers_answering() -> set[str]:
+            replies = app.control.ping(timeout=1.0) or []
+            names = {name.split("@")[0] + "@" for reply in replies for name in reply}
+            return names if names >= expected else set()
+
+        wait_for(workers_answering, timeout=90, interval=1)
+        wait_for(lambda: "Flower: http://127.0.0.1:" in log.read_text(), timeout=30)
+        wait_for(lambda: (tmp_path / "celerybeat-schedule").exists()
+                 or list(tmp_path.glob("celerybeat-schedule*")), timeout=30)  # fmt: skip
+        children = psutil.Process(up.pid).children(recursive=True)
+        assert len(children) >= len(QUEUE_NAMES) + 2  # workers, beat, flower (+ pool children)
+
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=120) == 0, log.read_text()[-3000:]
+        time.sleep(0.5)
+        assert [c.pid for c in children if c.is_running() and c.status() != "zombie"] == []
+    finally:
+        if up.poll() is None:
+            up.kill()

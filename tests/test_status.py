@@ -1,0 +1,173 @@
+"""The status report: what an operator checks first, built from PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+from celery.schedules import crontab
+from click.testing import CliRunner
+
+from db.models import (
+    Artist,
+    BackgroundTask,
+    DeadLetter,
+    SmartPlaylist,
+    TaskRun,
+    Track,
+    TrendingTrack,
+    User,
+)
+from tasks.automation import build_status
+from worker.cli import main, render_status
+
+NOW = dt.datetime(2026, 11, 22, 12, 7, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def catalogue(session: Any) -> dict[str, Any]:
+    artist = Artist(name="Nina", genres=["jazz"])
+    session.add(artist)
+    session.flush()
+    tracks = [Track(title=f"t{i}", artist_id=artist.id, genre="jazz") for i in range(2)]
+    user = User()
+    session.add_all([*tracks, user])
+    session.commit()
+    return {"tracks": tracks, "user": user}
+
+
+def test_background_tasks_are_counted_by_status_and_by_type(
+    session: Any, app: Any, catalogue: dict[str, Any]
+) -> None:
+    track = catalogue["tracks"][0]
+    session.add_all([
+        BackgroundTask(task_type="mood_detection", track_id=track.id, status="pending"),
+        BackgroundTask(task_type="mood_detection", track_id=track.id, status="completed"),
+        BackgroundTask(task_type="energy_analysis", track_id=track.id, status="pending"),
+    ])  # fmt: skip
+    session.commit()
+
+    report = build_status(session, app, NOW)["background_tasks"]
+
+    assert report == {
+        "total": 3,
+        "by_status": {"pending": 2, "completed": 1},
+        "by_type": {"mood_detection": 2, "energy_analysis": 1},
+    }
+
+
+def test_playlists_are_counted_by_type_with_the_latest_generation(
+    session: Any, app: Any, catalogue: dict[str, Any]
+) -> None:
+    user = catalogue["user"]
+    earlier, later = NOW - dt.timedelta(hours=5), NOW - dt.timedelta(hours=1)
+    session.add_all([
+        SmartPlaylist(user_id=user.id, playlist_type="daily_mix", track_ids=[1],
+                      generated_at=earlier, expires_at=NOW),
+        SmartPlaylist(user_id=user.id, playlist_type="new_for_you", track_ids=[2],
+                      generated_at=later, expires_at=NOW),
+    ])  # fmt: skip
+    session.commit()
+
+    report = build_status(session, app, NOW)["smart_playlists"]
+
+    assert report == {
+        "total": 2,
+        "by_type": {"daily_mix": 1, "new_for_you": 1},
+        "latest_generated_at": later.isoformat(),
+    }
+
+
+def test_trending_reports_when_it_was_last_calculated(
+    session: Any, app: Any, catalogue: dict[str, Any]
+) -> None:
+    calculated = NOW - dt.timedelta(hours=2)
+    for track in catalogue["tracks"]:
+        session.add(TrendingTrack(track_id=track.id, trend_score=1.0, play_count_24h=1,
+                                  play_count_7d=1, unique_listeners_24h=1,
+                                  unique_listeners_7d=1, calculated_at=calculated))  # fmt: skip
+    session.commit()
+
+    assert build_status(session, app, NOW)["trending"] == {
+        "tracks": 2,
+        "last_calculated_at": calculated.isoformat(),
+    }
+
+
+def test_each_schedule_entry_shows_its_next_run_and_its_last_runs_outcome(
+    session: Any, app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(app.conf, "beat_schedule", {
+        "status-every-10-minutes": {"task": "automation.status",
+                                    "schedule": crontab(minute="*/10")},
+    })  # fmt: skip
+    session.add_all([
+        TaskRun(task_id="a", task_name="automation.status", status="success",
+                started_at=NOW - dt.timedelta(minutes=17)),
+        TaskRun(task_id="b", task_name="automation.status", status="failure",
+                started_at=NOW - dt.timedelta(minutes=7), error="boom"),
+    ])  # fmt: skip
+    session.commit()
+
+    [entry] = build_status(session, app, NOW)["schedule"]
+
+    assert entry["task"] == "automation.status"
+    assert entry["next_run_at"] == "2026-11-22T12:10:00+00:00"
+    assert entry["last_run"]["status"] == "failure"
+    assert entry["last_run"]["error"] == "boom"
+    assert entry["last_run"]["started_at"] == "2026-11-22T12:00:00+00:00"
+
+
+def test_a_scheduled_task_that_never_ran_says_so(
+    session: Any, app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(app.conf, "beat_schedule", {
+        "status-hourly": {"task": "automation.status", "schedule": crontab(minute=0)},
+    })  # fmt: skip
+
+    [entry] = build_status(session, app, NOW)["schedule"]
+
+    assert entry["last_run"] is None
+    assert entry["next_run_at"] == "2026-11-22T13:00:00+00:00"
+    assert "never run" in render_status(build_status(session, app, NOW) | {"queues": {}})
+
+
+def test_task_runs_of_the_last_day_are_counted_by_status(session: Any, app: Any) -> None:
+    session.add_all([
+        TaskRun(task_id="a", task_name="x.y", status="success", started_at=NOW),
+        TaskRun(task_id="b", task_name="x.y", status="failure", started_at=NOW),
+        TaskRun(task_id="c", task_name="x.y", status="failure",
+                started_at=NOW - dt.timedelta(days=2)),
+    ])  # fmt: skip
+    session.commit()
+
+    assert build_status(session, app, NOW)["task_runs_24h"] == {"success": 1, "failure": 1}
+
+
+def test_dead_letters_are_counted(session: Any, app: Any) -> None:
+    session.add(DeadLetter(reason="unknown task name 'x'", received_at=NOW))
+    session.commit()
+
+    assert build_status(session, app, NOW)["dead_letters"] == {
+        "total": 1,
+        "latest_at": NOW.isoformat(),
+    }
+
+
+def test_the_status_command_prints_json_for_machines_with_queue_depths() -> None:
+    outcome = CliRunner().invoke(main, ["status", "--json"])
+
+    assert outcome.exit_code == 0, outcome.output
+    report = json.loads(outcome.output)
+    assert report["queues"]["default"] == 0
+    assert set(report) >= {"background_tasks", "smart_playlists", "trending", "schedule"}
+
+
+def test_the_status_command_prints_a_readable_summary() -> None:
+    outcome = CliRunner().invoke(main, ["status"])
+
+    assert outcome.exit_code == 0, outcome.output
+    assert "background tasks: 0" in outcome.output
+    assert "trending:         0 tracks; last calculated never" in outcome.output

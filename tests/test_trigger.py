@@ -1,0 +1,74 @@
+"""Enqueue by name: public names, short names and `all`; a bad name lists the good ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from celery.schedules import crontab
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from db.models import TaskRun
+from tasks.automation import UnknownTriggerError, resolve_trigger
+from tests.support import wait_for
+from worker.cli import main
+
+
+def test_a_short_name_resolves_to_its_public_task(app: Any) -> None:
+    assert resolve_trigger(app, "status") == ["automation.status"]
+
+
+def test_a_public_task_name_resolves_to_itself(app: Any) -> None:
+    assert resolve_trigger(app, "automation.status") == ["automation.status"]
+
+
+def test_all_means_every_scheduled_task(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(app.conf, "beat_schedule", {
+        "a": {"task": "automation.status", "schedule": crontab(minute=0)},
+        "b": {"task": "automation.status", "schedule": crontab(minute=30)},
+    })  # fmt: skip
+    assert resolve_trigger(app, "all") == ["automation.status"]
+
+
+def test_an_unknown_name_is_an_error_listing_the_valid_ones(app: Any) -> None:
+    with pytest.raises(UnknownTriggerError) as error:
+        resolve_trigger(app, "trendng")
+    assert str(error.value) == "unknown task 'trendng'; valid: all, status, automation.status"
+
+
+def test_trigger_cannot_trigger_itself(app: Any) -> None:
+    with pytest.raises(UnknownTriggerError):
+        resolve_trigger(app, "automation.trigger")
+
+
+def test_the_trigger_task_enqueues_the_named_task_which_then_runs(
+    app: Any, celery_worker: Any, session: Any
+) -> None:
+    outcome = app.send_task("automation.trigger", kwargs={"task": "status"}).get(timeout=30)
+
+    [sent] = outcome["triggered"]
+    assert sent["task"] == "automation.status"
+    assert app.AsyncResult(sent["task_id"]).get(timeout=30)["generated_at"]
+
+    def runs() -> list[str]:
+        session.expire_all()
+        return list(session.scalars(select(TaskRun.status)
+                                    .where(TaskRun.task_id == sent["task_id"])))  # fmt: skip
+
+    assert wait_for(lambda: runs() == ["success"])
+
+
+def test_the_trigger_command_waits_and_prints_the_result(celery_worker: Any) -> None:
+    outcome = CliRunner().invoke(main, ["trigger", "status", "--wait", "--timeout", "30"])
+
+    assert outcome.exit_code == 0, outcome.output
+    assert "sent automation.status [" in outcome.output
+    assert "automation.status -> {" in outcome.output
+
+
+def test_the_trigger_command_rejects_an_unknown_name_with_the_valid_ones() -> None:
+    outcome = CliRunner().invoke(main, ["trigger", "nope"])
+
+    assert outcome.exit_code == 1
+    assert "unknown task 'nope'; valid: all, status, automation.status" in outcome.output
