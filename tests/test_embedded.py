@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import psycopg
+import pytest
 import redis
 
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
@@ -38,5 +39,19 @@ def test_embedded_redis_keeps_its_queues_across_a_restart(tmp_path: Path) -> Non
         client = redis.Redis(port=server.port)
         assert client.lrange("default", 0, -1) == [b"message"]
         client.close()
+    finally:
+        server.stop()
+
+
+def test_embedded_services_start_with_a_relative_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DATA_DIR defaults to the relative ".automation"; redis-server changes into its --dir
+    # before opening its log file, so relative paths once made it exit at start.
+    monkeypatch.chdir(tmp_path)
+    server = EmbeddedRedis(Path(".automation"), free_port())
+    server.start()
+    try:
+        assert (tmp_path / ".automation" / "redis.log").exists()
     finally:
         server.stop()

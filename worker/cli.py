@@ -13,7 +13,38 @@ import click
 from worker.settings import get_settings
 
 
-@click.group()
+class _OperatorGroup(click.Group):
+    """Turns the failures an operator meets at 3 AM into one line that says what to do."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        import kombu.exceptions
+        import redis
+        import sqlalchemy.exc
+        from sqlalchemy.engine import make_url
+
+        from db.migrate import SchemaBehindError
+        from worker.embedded import ServiceStartError
+
+        settings = get_settings()
+        try:
+            return super().invoke(ctx)
+        except sqlalchemy.exc.OperationalError as exc:
+            where = make_url(settings.database_url).render_as_string(hide_password=True)
+            reason = str(exc.orig or exc).strip().splitlines()[0]
+            raise click.ClickException(
+                f"cannot reach PostgreSQL at {where}: {reason} (is the stack up? "
+                "`automation up` starts it)"
+            ) from None
+        except (redis.ConnectionError, kombu.exceptions.OperationalError) as exc:
+            raise click.ClickException(
+                f"cannot reach Redis at {settings.redis_url}: {exc} (is the stack up? "
+                "`automation up` starts it)"
+            ) from None
+        except (SchemaBehindError, ServiceStartError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_OperatorGroup)
 def main() -> None:
     """Operate the music automation backend."""
 

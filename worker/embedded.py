@@ -16,6 +16,7 @@ import stat
 import subprocess
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,16 +50,20 @@ def free_port() -> int:
         return port
 
 
-def _wait_until(check: object, what: str, timeout: float = 30.0) -> None:
+class ServiceStartError(RuntimeError):
+    """An embedded service did not come up; the message says where its log is."""
+
+
+def _wait_until(check: Callable[[], bool], what: str, log: Path, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if callable(check) and check():
+            if check():
                 return
-        except Exception:
-            pass
+        except (OSError, psycopg.OperationalError, redis.ConnectionError):
+            pass  # not listening yet
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not come up within {timeout:.0f} s")
+            raise ServiceStartError(f"{what} did not come up within {timeout:.0f} s; see {log}")
         time.sleep(0.2)
 
 
@@ -68,6 +73,9 @@ class EmbeddedPostgres:
     port: int
     database: str = DATABASE_NAME
     _run_as: str | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
 
     @property
     def pgdata(self) -> Path:
@@ -109,6 +117,13 @@ class EmbeddedPostgres:
                 user=self._run_as,
             )
         if not self._running():
+            self._pg_ctl_start()
+        _wait_until(self._accepts_connections, f"PostgreSQL on port {self.port}", self.log_file)
+        self._create_database()
+        return self.url()
+
+    def _pg_ctl_start(self) -> None:
+        try:
             pg_ctl(
                 [
                     "-w",
@@ -125,9 +140,10 @@ class EmbeddedPostgres:
                 timeout=60,
                 start_new_session=True,
             )
-        _wait_until(self._accepts_connections, f"PostgreSQL on port {self.port}")
-        self._create_database()
-        return self.url()
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            raise ServiceStartError(
+                f"PostgreSQL did not start ({exc}); see {self.log_file}"
+            ) from None
 
     def _running(self) -> bool:
         # Called directly rather than through the package's wrapper, which logs the
@@ -167,6 +183,14 @@ class EmbeddedRedis:
     port: int
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
+    def __post_init__(self) -> None:
+        # Absolute: redis-server changes into --dir before it opens a relative --logfile.
+        self.data_dir = self.data_dir.resolve()
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "redis.log"
+
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
 
@@ -182,7 +206,7 @@ class EmbeddedRedis:
                 # The broker's queues survive a restart: append-only file, fsync each second.
                 "--appendonly", "yes",
                 "--save", "",
-                "--logfile", str(self.data_dir / "redis.log"),
+                "--logfile", str(self.log_file),
             ],
             start_new_session=True,
         )  # fmt: skip
@@ -190,12 +214,10 @@ class EmbeddedRedis:
 
         def answers() -> bool:
             if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(
-                    f"redis-server exited at start; see {self.data_dir / 'redis.log'}"
-                )
+                raise ServiceStartError(f"redis-server exited at start; see {self.log_file}")
             return bool(client.ping())
 
-        _wait_until(answers, f"Redis on port {self.port}")
+        _wait_until(answers, f"Redis on port {self.port}", self.log_file)
         client.close()
         return self.url()
 
