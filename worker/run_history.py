@@ -21,16 +21,21 @@ SUMMARY_LIMIT = 500  # characters kept of arguments, results and errors
 BODY_LIMIT = 256 * 1024  # a dead letter keeps its body whole up to this
 
 
+def truncate(text: str, limit: int = SUMMARY_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def summarize(value: Any, limit: int = SUMMARY_LIMIT) -> str:
+    """A JSON rendering of ``value``, cut to ``limit`` characters."""
     try:
         text = json.dumps(value, default=repr, sort_keys=True)
     except (TypeError, ValueError):
         text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return truncate(text, limit)
 
 
 def describe_error(exc: BaseException) -> str:
-    return summarize(f"{type(exc).__name__}: {exc}")
+    return truncate(f"{type(exc).__name__}: {exc}")
 
 
 def record_start(
@@ -146,7 +151,7 @@ def record_dead_letter(
         return conn.execute(
             insert(DeadLetter)
             .values(
-                reason=summarize(reason, 2000).strip('"'),
+                reason=truncate(reason, 2000),
                 task_id=_str_or_none(headers.get("id")),
                 task_name=_str_or_none(headers.get("task")),
                 queue=queue,
