@@ -17,4 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEDULE: dict[str, dict[str, Any]] = {}
+from celery.schedules import crontab
+
+SCHEDULE: dict[str, dict[str, Any]] = {
+    "aggregate-listening-history": {
+        "task": "listening.aggregate",
+        "schedule": crontab(hour=2, minute=0),
+    },
+    "calculate-trending": {
+        "task": "trending.calculate",
+        "schedule": crontab(hour="*/6", minute=0),
+    },
+}

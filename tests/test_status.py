@@ -84,10 +84,11 @@ def test_trending_reports_when_it_was_last_calculated(
     session: Any, app: Any, catalogue: dict[str, Any]
 ) -> None:
     calculated = NOW - dt.timedelta(hours=2)
-    for track in catalogue["tracks"]:
+    for rank, track in enumerate(catalogue["tracks"], start=1):
         session.add(TrendingTrack(track_id=track.id, trend_score=1.0, play_count_24h=1,
                                   play_count_7d=1, unique_listeners_24h=1,
-                                  unique_listeners_7d=1, calculated_at=calculated))  # fmt: skip
+                                  unique_listeners_7d=1, calculated_at=calculated,
+                                  rank=rank))  # fmt: skip
     session.commit()
 
     assert build_status(session, app, NOW)["trending"] == {

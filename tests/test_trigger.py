@@ -23,6 +23,11 @@ def test_a_public_task_name_resolves_to_itself(app: Any) -> None:
     assert resolve_trigger(app, "automation.status") == ["automation.status"]
 
 
+def test_short_names_cover_the_spec_triggers_once_their_tasks_exist(app: Any) -> None:
+    assert resolve_trigger(app, "listening_stats") == ["listening.aggregate"]
+    assert resolve_trigger(app, "trending") == ["trending.calculate"]
+
+
 def test_all_means_every_scheduled_task(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(app.conf, "beat_schedule", {
         "a": {"task": "automation.status", "schedule": crontab(minute=0)},
@@ -34,7 +39,10 @@ def test_all_means_every_scheduled_task(app: Any, monkeypatch: pytest.MonkeyPatc
 def test_an_unknown_name_is_an_error_listing_the_valid_ones(app: Any) -> None:
     with pytest.raises(UnknownTriggerError) as error:
         resolve_trigger(app, "trendng")
-    assert str(error.value) == "unknown task 'trendng'; valid: all, status, automation.status"
+    assert str(error.value) == (
+        "unknown task 'trendng'; valid: all, listening_stats, status, trending, "
+        "automation.status, listening.aggregate, listening.aggregate_user, trending.calculate"
+    )
 
 
 def test_trigger_cannot_trigger_itself(app: Any) -> None:
@@ -71,4 +79,4 @@ def test_the_trigger_command_rejects_an_unknown_name_with_the_valid_ones() -> No
     outcome = CliRunner().invoke(main, ["trigger", "nope"])
 
     assert outcome.exit_code == 1
-    assert "unknown task 'nope'; valid: all, status, automation.status" in outcome.output
+    assert "unknown task 'nope'; valid: all, listening_stats, status, trending," in outcome.output

@@ -18,7 +18,7 @@ from worker.queues import (
 from worker.settings import Settings, SettingsError, get_settings
 
 # Task modules, listed rather than discovered: what a worker runs is visible here.
-TASK_MODULES = ["tasks.automation"]
+TASK_MODULES = ["tasks.automation", "tasks.listening", "tasks.trending"]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

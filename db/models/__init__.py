@@ -1,6 +1,15 @@
 """All models; import from here. Split by area: music, imports, analytics, operations."""
 
-from db.models.analytics import PLAYLIST_TYPES, SmartPlaylist, TrendingTrack, UserListeningStats
+from db.models.analytics import (
+    PLAYLIST_TYPES,
+    AggregationWatermark,
+    ListeningStatsDirty,
+    SmartPlaylist,
+    TrendingTrack,
+    UserArtistPlays,
+    UserListeningStats,
+    UserTrackPlays,
+)
 from db.models.base import Base
 from db.models.imports import Listen, SpotifyToken, UploadJob
 from db.models.music import Album, Artist, PlayHistory, Track, User
@@ -8,12 +17,14 @@ from db.models.operations import BackgroundTask, DeadLetter, TaskRun
 
 __all__ = [
     "PLAYLIST_TYPES",
+    "AggregationWatermark",
     "Album",
     "Artist",
     "BackgroundTask",
     "Base",
     "DeadLetter",
     "Listen",
+    "ListeningStatsDirty",
     "PlayHistory",
     "SmartPlaylist",
     "SpotifyToken",
@@ -22,5 +33,7 @@ __all__ = [
     "TrendingTrack",
     "UploadJob",
     "User",
+    "UserArtistPlays",
     "UserListeningStats",
+    "UserTrackPlays",
 ]

@@ -67,6 +67,11 @@ class PlayHistory(Base):
     track_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("tracks.id", ondelete="CASCADE"))
     played_at: Mapped[dt.datetime]
     ms_played: Mapped[int | None]
+    # The inserting transaction: the order plays were committed in, which is what
+    # incremental aggregation follows (tasks/listening.py). Filled by the database.
+    ingest_xid: Mapped[int] = mapped_column(
+        BigInteger, server_default=text("(pg_current_xact_id())::text::bigint")
+    )
 
     __table_args__ = (
         # A user's history in time order: per-user stats and playlists.
@@ -75,4 +80,10 @@ class PlayHistory(Base):
         Index("ix_play_history_played_at", "played_at"),
         # Deleting a track cascades here; without this the cascade scans the table.
         Index("ix_play_history_track_id", "track_id"),
+        Index(
+            "ix_play_history_ingest_xid",
+            "ingest_xid",
+            postgresql_using="brin",
+            postgresql_with={"pages_per_range": 32},
+        ),
     )
