@@ -24,6 +24,15 @@ SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "listening.aggregate",
         "schedule": crontab(hour=2, minute=0),
     },
+    "generate-smart-playlists": {
+        # Weekly types (discovery_weekly, forgotten_favorites) only on Mondays.
+        "task": "playlists.generate_all",
+        "schedule": crontab(hour=3, minute=0),
+    },
+    "delete-expired-playlists": {
+        "task": "cleanup.expired_playlists",
+        "schedule": crontab(hour=5, minute=0),
+    },
     "calculate-trending": {
         "task": "trending.calculate",
         "schedule": crontab(hour="*/6", minute=0),

@@ -95,20 +95,26 @@ def aggregate_listening(
     session.execute(SQL["stage_fold_groups"], window)
     session.execute(SQL["create_fold_pairs"])
     session.execute(SQL["stage_fold_pairs"])
-    # Totals first: they tell new pairs from known ones by looking at the rollups.
-    folded = execute_counted(session, SQL["fold_user_totals"], window)
-    session.execute(SQL["fold_track_plays"])
-    session.execute(SQL["fold_artist_plays"])
+    session.execute(SQL["analyze_fold_tables"])  # temp tables are never auto-analyzed
+    folded = execute_counted(session, SQL["fold"], window)
     session.execute(SQL["write_watermark"], window)
 
+    stage = {"now": now, "until": until, "month_start": now - MONTH}
+    session.execute(SQL["create_window_plays"])
     if rebuild_user is not None:
-        refreshed = _refresh_windows(session, now, until, rebuild_user, rebuild_user + 1)
+        session.execute(SQL["stage_user_window_plays"], {**stage, "user_id": rebuild_user})
+        user_ranges = [(rebuild_user, rebuild_user + 1)]
     else:
+        session.execute(SQL["stage_window_plays"], stage)
         low, high = session.execute(SQL["user_id_range"]).one()
-        refreshed = 0
-        if low is not None:
-            for lo in range(low, high + 1, WINDOW_CHUNK_USERS):
-                refreshed += _refresh_windows(session, now, until, lo, lo + WINDOW_CHUNK_USERS)
+        user_ranges = (
+            []
+            if low is None
+            else [(lo, lo + WINDOW_CHUNK_USERS) for lo in range(low, high + 1, WINDOW_CHUNK_USERS)]
+        )
+    session.execute(SQL["index_window_plays"])
+    session.execute(SQL["analyze_window_plays"])  # temp tables are never auto-analyzed
+    refreshed = sum(_refresh_windows(session, now, lo, hi) for lo, hi in user_ranges)
     return AggregationReport(
         "done",
         users_folded=folded,
@@ -118,7 +124,7 @@ def aggregate_listening(
     )
 
 
-def _refresh_windows(session: Session, now: dt.datetime, until: int, lo: int, hi: int) -> int:
+def _refresh_windows(session: Session, now: dt.datetime, lo: int, hi: int) -> int:
     return execute_counted(
         session,
         SQL["refresh_windows"],
@@ -126,7 +132,6 @@ def _refresh_windows(session: Session, now: dt.datetime, until: int, lo: int, hi
             "lo": lo,
             "hi": hi,
             "now": now,
-            "until": until,
             "week_start": now - WEEK,
             "month_start": now - MONTH,
             "top": TOP_N,

@@ -18,7 +18,13 @@ from worker.queues import (
 from worker.settings import Settings, SettingsError, get_settings
 
 # Task modules, listed rather than discovered: what a worker runs is visible here.
-TASK_MODULES = ["tasks.automation", "tasks.listening", "tasks.trending"]
+TASK_MODULES = [
+    "tasks.automation",
+    "tasks.cleanup",
+    "tasks.listening",
+    "tasks.playlists",
+    "tasks.trending",
+]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

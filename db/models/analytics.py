@@ -16,6 +16,7 @@ from sqlalchemy import (
     Numeric,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -46,7 +47,7 @@ class UserListeningStats(Base):
     unique_tracks: Mapped[int] = mapped_column(server_default=text("0"))
     unique_artists: Mapped[int] = mapped_column(server_default=text("0"))
     first_played_at: Mapped[dt.datetime | None]
-    last_played_at: Mapped[dt.datetime | None]
+    last_played_at: Mapped[dt.datetime | None] = mapped_column(index=True)
     # Plays by hour of day (UTC), all time: index 0 is 00:00-00:59.
     hourly_plays: Mapped[list[int]] = mapped_column(
         ARRAY(Integer), server_default=text("array_fill(0, ARRAY[24])")
@@ -151,6 +152,10 @@ class SmartPlaylist(Base):
     track_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))  # in play order
     generated_at: Mapped[CreatedAt]
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+    # No listening history: drawn from trending and popular tracks instead.
+    cold_start: Mapped[bool] = mapped_column(server_default=false())
+    # The day (daily types) or Monday (weekly types) whose seed drew this playlist.
+    period_start: Mapped[dt.date] = mapped_column(server_default=text("CURRENT_DATE"))
 
     __table_args__ = (
         # One live playlist per user and type: a new one replaces the old (upsert).

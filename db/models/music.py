@@ -15,7 +15,7 @@ class User(Base):
     __tablename__ = "users"
 
     id: Mapped[BigId]
-    created_at: Mapped[CreatedAt]
+    created_at: Mapped[CreatedAt] = mapped_column(index=True)
 
 
 class Artist(Base):
@@ -57,6 +57,12 @@ class Track(Base):
     energy_level: Mapped[float | None]
     tempo: Mapped[float | None]
     created_at: Mapped[CreatedAt]
+
+    __table_args__ = (
+        # A genre's most popular tracks (playlist pools); an artist's new releases.
+        Index("ix_tracks_genre_popularity", "genre", text("popularity DESC NULLS LAST")),
+        Index("ix_tracks_artist_id_release_date", "artist_id", "release_date"),
+    )
 
 
 class PlayHistory(Base):

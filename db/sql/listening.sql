@@ -52,7 +52,7 @@ CREATE TEMP TABLE fold_groups (
 -- What this run folds in: plays committed since the watermark, plus every earlier play of
 -- the users being rebuilt (their rollups were just forgotten). Grouped once, here.
 INSERT INTO fold_groups
-SELECT user_id, track_id, extract(hour FROM played_at AT TIME ZONE 'UTC')::int,
+SELECT user_id, track_id, date_part('hour', played_at AT TIME ZONE 'UTC')::int,
        count(*), sum(coalesce(ms_played, 0)), min(played_at), max(played_at)
 FROM (
     SELECT user_id, track_id, played_at, ms_played FROM play_history
@@ -77,38 +77,67 @@ SELECT g.user_id, g.track_id, t.artist_id, sum(g.plays), sum(g.ms), min(g.first_
 FROM fold_groups g JOIN tracks t ON t.id = g.track_id
 GROUP BY g.user_id, g.track_id, t.artist_id
 
--- name: fold_user_totals
--- All-time figures grow by what this run adds. A pair (user, track) or (user, artist) not
--- yet in its rollup is new, so distinct counts grow without rereading history. Must run
--- before the rollups take in this run's pairs.
-INSERT INTO user_listening_stats AS s (
-    user_id, total_plays, total_ms_played, unique_tracks, unique_artists, first_played_at,
-    last_played_at, hourly_plays, updated_at
-)
-WITH per_user AS (
-    SELECT user_id, sum(plays) AS plays, sum(ms) AS ms, min(first_at) AS first_at,
-           max(last_at) AS last_at,
-           count(*) FILTER (WHERE NOT EXISTS (
-               SELECT 1 FROM user_track_plays u
-               WHERE u.user_id = f.user_id AND u.track_id = f.track_id)) AS new_tracks
-    FROM fold_pairs f GROUP BY user_id
+-- name: analyze_fold_tables
+ANALYZE fold_groups, fold_pairs
+
+-- name: fold
+-- One statement: the rollups take in this run's pairs, and the all-time figures grow by
+-- what the run adds. A pair (user, track) or (user, artist) is new exactly when its rollup
+-- count after the upsert equals this run's count for it, so distinct counts grow without
+-- looking anything up in the rollups, whose size follows the history. The upserts probe
+-- the rollups' unique indexes one pair at a time, whatever the history's size.
+WITH track_upsert AS (
+    INSERT INTO user_track_plays AS u
+        (user_id, track_id, play_count, ms_played, first_played_at, last_played_at)
+    SELECT user_id, track_id, plays, ms, first_at, last_at FROM fold_pairs
+    ON CONFLICT (user_id, track_id) DO UPDATE SET
+        play_count = u.play_count + excluded.play_count,
+        ms_played = u.ms_played + excluded.ms_played,
+        first_played_at = least(u.first_played_at, excluded.first_played_at),
+        last_played_at = greatest(u.last_played_at, excluded.last_played_at)
+    RETURNING user_id, track_id, play_count
+), new_tracks AS (
+    SELECT f.user_id, count(*) AS n
+    FROM track_upsert u JOIN fold_pairs f USING (user_id, track_id)
+    WHERE u.play_count = f.plays
+    GROUP BY f.user_id
+), artist_delta AS (
+    SELECT user_id, artist_id, sum(plays) AS plays, max(last_at) AS last_at
+    FROM fold_pairs GROUP BY 1, 2
+), artist_upsert AS (
+    INSERT INTO user_artist_plays AS u (user_id, artist_id, play_count, last_played_at)
+    SELECT user_id, artist_id, plays, last_at FROM artist_delta
+    ON CONFLICT (user_id, artist_id) DO UPDATE SET
+        play_count = u.play_count + excluded.play_count,
+        last_played_at = greatest(u.last_played_at, excluded.last_played_at)
+    RETURNING user_id, artist_id, play_count
 ), new_artists AS (
-    SELECT a.user_id, count(*) AS n
-    FROM (SELECT DISTINCT user_id, artist_id FROM fold_pairs) a
-    WHERE NOT EXISTS (SELECT 1 FROM user_artist_plays u
-                      WHERE u.user_id = a.user_id AND u.artist_id = a.artist_id)
-    GROUP BY a.user_id
+    SELECT d.user_id, count(*) AS n
+    FROM artist_upsert u JOIN artist_delta d USING (user_id, artist_id)
+    WHERE u.play_count = d.plays
+    GROUP BY d.user_id
+), per_user AS (
+    SELECT user_id, sum(plays) AS plays, sum(ms) AS ms, min(first_at) AS first_at,
+           max(last_at) AS last_at
+    FROM fold_pairs GROUP BY user_id
 ), hours AS (
     SELECT u.user_id, array_agg(coalesce(h.plays, 0) ORDER BY hr.hour) AS by_hour
-    FROM (SELECT DISTINCT user_id FROM fold_groups) u
+    FROM per_user u
     CROSS JOIN generate_series(0, 23) AS hr(hour)
     LEFT JOIN (SELECT user_id, hour, sum(plays) AS plays FROM fold_groups GROUP BY 1, 2) h
            ON h.user_id = u.user_id AND h.hour = hr.hour
     GROUP BY u.user_id
 )
-SELECT p.user_id, p.plays, p.ms, p.new_tracks, coalesce(a.n, 0), p.first_at, p.last_at,
+INSERT INTO user_listening_stats AS s (
+    user_id, total_plays, total_ms_played, unique_tracks, unique_artists, first_played_at,
+    last_played_at, hourly_plays, updated_at
+)
+SELECT p.user_id, p.plays, p.ms, coalesce(t.n, 0), coalesce(a.n, 0), p.first_at, p.last_at,
        h.by_hour, :now
-FROM per_user p JOIN hours h USING (user_id) LEFT JOIN new_artists a USING (user_id)
+FROM per_user p
+JOIN hours h USING (user_id)
+LEFT JOIN new_tracks t USING (user_id)
+LEFT JOIN new_artists a USING (user_id)
 ON CONFLICT (user_id) DO UPDATE SET
     total_plays = s.total_plays + excluded.total_plays,
     total_ms_played = s.total_ms_played + excluded.total_ms_played,
@@ -120,41 +149,44 @@ ON CONFLICT (user_id) DO UPDATE SET
                          AS both_(a, b)),
     updated_at = excluded.updated_at
 
--- name: fold_track_plays
-INSERT INTO user_track_plays AS u
-    (user_id, track_id, play_count, ms_played, first_played_at, last_played_at)
-SELECT user_id, track_id, plays, ms, first_at, last_at FROM fold_pairs
-ON CONFLICT (user_id, track_id) DO UPDATE SET
-    play_count = u.play_count + excluded.play_count,
-    ms_played = u.ms_played + excluded.ms_played,
-    first_played_at = least(u.first_played_at, excluded.first_played_at),
-    last_played_at = greatest(u.last_played_at, excluded.last_played_at)
-
--- name: fold_artist_plays
-INSERT INTO user_artist_plays AS u (user_id, artist_id, play_count, last_played_at)
-SELECT user_id, artist_id, sum(plays), max(last_at) FROM fold_pairs GROUP BY 1, 2
-ON CONFLICT (user_id, artist_id) DO UPDATE SET
-    play_count = u.play_count + excluded.play_count,
-    last_played_at = greatest(u.last_played_at, excluded.last_played_at)
-
 -- name: user_id_range
 SELECT min(user_id), max(user_id) FROM user_listening_stats
 
+-- name: create_window_plays
+CREATE TEMP TABLE window_plays (
+    user_id bigint, track_id bigint, artist_id bigint, genre text, played_at timestamptz
+) ON COMMIT DROP
+
+-- name: stage_window_plays
+-- The last 30 days of plays, read once. They sit together at the end of the played_at
+-- index and of the heap, so this costs the window's size whatever the history's.
+INSERT INTO window_plays
+SELECT p.user_id, p.track_id, t.artist_id, t.genre, p.played_at
+FROM play_history p JOIN tracks t ON t.id = p.track_id
+WHERE p.played_at > :month_start AND p.played_at <= :now AND p.ingest_xid < :until
+
+-- name: stage_user_window_plays
+INSERT INTO window_plays
+SELECT p.user_id, p.track_id, t.artist_id, t.genre, p.played_at
+FROM play_history p JOIN tracks t ON t.id = p.track_id
+WHERE p.user_id = :user_id AND p.played_at > :month_start AND p.played_at <= :now
+  AND p.ingest_xid < :until
+
+-- name: index_window_plays
+CREATE INDEX ON window_plays (user_id)
+
+-- name: analyze_window_plays
+ANALYZE window_plays
+
 -- name: refresh_windows
 -- The last-7/30-day figures of users lo <= user_id < hi who have played in the window, or
--- whose figures were non-zero and may have gone stale as time passed. Reads their window
--- through the (user_id, played_at) index: the cost follows the window, not the history.
+-- whose figures were non-zero and may have gone stale as time passed.
 WITH targets AS (
     SELECT user_id FROM user_listening_stats
     WHERE user_id >= :lo AND user_id < :hi
       AND (plays_last_30d > 0 OR last_played_at > :month_start)
 ), win AS (
-    SELECT p.user_id, p.track_id, t.artist_id, t.genre, p.played_at
-    FROM targets u
-    JOIN play_history p ON p.user_id = u.user_id
-                       AND p.played_at > :month_start AND p.played_at <= :now
-    JOIN tracks t ON t.id = p.track_id
-    WHERE p.ingest_xid < :until
+    SELECT w.* FROM targets u JOIN window_plays w ON w.user_id = u.user_id
 ), counts AS (
     SELECT user_id, count(*) FILTER (WHERE played_at > :week_start) AS plays_7d,
            count(*) AS plays_30d

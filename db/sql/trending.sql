@@ -4,36 +4,41 @@
 -- name: try_lock
 SELECT pg_try_advisory_xact_lock(hashtext('trending.calculate'))
 
+-- name: work_mem
+-- Enough for the window's hash aggregations to stay in memory (this transaction only).
+SET LOCAL work_mem = '64MB'
+
 -- name: clear
 DELETE FROM trending_tracks
 
 -- name: calculate
--- trend_score = sum over listeners u and days d of
---                 decayed(u, d) * min(plays(u, d), cap) / plays(u, d)
--- where decayed(u, d) = sum of 0.5 ^ (age / half_life) over u's plays of the track on
--- day d (d = whole days before now). Recent plays weigh more (momentum); each listener
--- counts for at most `cap` plays a day (one user's replays cannot buy a place); the sum
--- over listeners rewards breadth. Windows are half-open: (now - 24 h, now], (now - 7 d, now].
+-- trend_score = sum over listeners u of  decayed(u) * min(plays(u), cap) / plays(u)
+-- where decayed(u) = sum over u's plays of the track of 0.5 ^ (age / half_life).
+-- Recent plays weigh more (momentum); a listener counts for at most `cap` plays in the
+-- window, however often they replay (breadth: more listeners beat more repeats).
+-- Windows are half-open: (now - 24 h, now] and (now - 7 d, now].
 INSERT INTO trending_tracks (
     track_id, trend_score, play_count_24h, play_count_7d, unique_listeners_24h,
     unique_listeners_7d, calculated_at, rank
 )
-WITH listener_days AS (
+-- Two hash aggregations and no DISTINCT: after grouping by (track, listener) each row is
+-- one distinct listener, so listeners are counted with count(*).
+WITH listeners AS (
     SELECT track_id, user_id,
-           floor(extract(epoch FROM :now - played_at) / 86400)::int AS days_ago,
-           count(*) AS plays,
-           sum(power(0.5, extract(epoch FROM :now - played_at)::float8 / :half_life)) AS decayed
+           count(*)::int AS plays,
+           (count(*) FILTER (WHERE played_at > :day_start))::int AS plays_24h,
+           sum(exp(date_part('epoch', :now - played_at) * :decay_per_second)) AS decayed
     FROM play_history
     WHERE played_at > :week_start AND played_at <= :now
-    GROUP BY 1, 2, 3
+    GROUP BY track_id, user_id
 ), per_track AS (
     SELECT track_id,
            sum(decayed * least(plays, :cap) / plays) AS trend_score,
-           coalesce(sum(plays) FILTER (WHERE days_ago = 0), 0) AS play_count_24h,
+           sum(plays_24h) AS play_count_24h,
            sum(plays) AS play_count_7d,
-           count(DISTINCT user_id) FILTER (WHERE days_ago = 0) AS unique_listeners_24h,
-           count(DISTINCT user_id) AS unique_listeners_7d
-    FROM listener_days GROUP BY track_id
+           count(*) FILTER (WHERE plays_24h > 0) AS unique_listeners_24h,
+           count(*) AS unique_listeners_7d
+    FROM listeners GROUP BY track_id
 ), ranked AS (
     SELECT p.*, row_number() OVER (ORDER BY trend_score DESC, play_count_7d DESC,
                                    p.track_id) AS rank
