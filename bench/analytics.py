@@ -115,11 +115,26 @@ def worker_peak_memory_running(url: str, redis_url: str, task: str) -> tuple[flo
     with tempfile.TemporaryDirectory() as data_dir:
         env["DATA_DIR"] = data_dir
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool", "solo",
-             "--queues", "analytics", "--hostname", f"bench-{uuid.uuid4().hex[:6]}@%h",
-             "--loglevel", "WARNING"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker",
+                "worker",
+                "--pool",
+                "solo",
+                "--queues",
+                "analytics",
+                "--hostname",
+                f"bench-{uuid.uuid4().hex[:6]}@%h",
+                "--loglevel",
+                "WARNING",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             from worker.celery_app import create_app
             from worker.settings import Settings
@@ -131,8 +146,9 @@ def worker_peak_memory_running(url: str, redis_url: str, task: str) -> tuple[flo
                     raise RuntimeError("the bench worker did not come up")
             seconds, result = timed(lambda: client.send_task(task).get(timeout=3600))
             status = Path(f"/proc/{worker.pid}/status").read_text()
-            peak = int(next(line.split()[1] for line in status.splitlines()
-                            if line.startswith("VmHWM:")))  # fmt: skip
+            peak = int(
+                next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+            )
             return seconds, peak, result
         finally:
             worker.terminate()
@@ -140,9 +156,15 @@ def worker_peak_memory_running(url: str, redis_url: str, task: str) -> tuple[flo
 
 
 def bench_scale(
-    server_url: str, redis_url: str, plays: int, users: int, tracks: int, daily: int,
-    repeats: int, keep: bool,
-) -> dict[str, Any]:  # fmt: skip
+    server_url: str,
+    redis_url: str,
+    plays: int,
+    users: int,
+    tracks: int,
+    daily: int,
+    repeats: int,
+    keep: bool,
+) -> dict[str, Any]:
     from db.migrate import upgrade
     from db.seed import SeedSpec, seed_url
     from tasks.listening import aggregate_listening
@@ -201,8 +223,11 @@ def bench_scale(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scales", default="1000000,10000000",
-                        help="comma-separated play counts; the first is the baseline")  # fmt: skip
+    parser.add_argument(
+        "--scales",
+        default="1000000,10000000",
+        help="comma-separated play counts; the first is the baseline",
+    )
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--tracks", type=int, default=200_000)
     parser.add_argument("--daily-plays", type=int, default=33_333)

@@ -58,34 +58,126 @@ Progress = Callable[[str, int, int], None]
 
 # (genre, share of artists); the order is the popularity order.
 GENRES: tuple[tuple[str, float], ...] = (
-    ("pop", 18), ("hip-hop", 16), ("rock", 12), ("electronic", 9), ("r&b", 7),
-    ("latin", 7), ("indie", 6), ("country", 5), ("metal", 4), ("jazz", 3),
-    ("classical", 3), ("folk", 3), ("soul", 2.5), ("reggae", 2), ("blues", 1.5),
+    ("pop", 18),
+    ("hip-hop", 16),
+    ("rock", 12),
+    ("electronic", 9),
+    ("r&b", 7),
+    ("latin", 7),
+    ("indie", 6),
+    ("country", 5),
+    ("metal", 4),
+    ("jazz", 3),
+    ("classical", 3),
+    ("folk", 3),
+    ("soul", 2.5),
+    ("reggae", 2),
+    ("blues", 1.5),
     ("ambient", 1.5),
-)  # fmt: skip
+)
 GENRE_NAMES = tuple(name for name, _ in GENRES)
 _GENRE_P = np.array([w for _, w in GENRES]) / sum(w for _, w in GENRES)
 
 # Relative session starts per UTC hour: evening peak, trough at 3-6 AM.
-_DIURNAL = np.array([
-    0.60, 0.40, 0.25, 0.15, 0.12, 0.15, 0.30, 0.60, 0.90, 0.90, 0.80, 0.80,
-    0.90, 0.90, 0.85, 0.85, 0.95, 1.10, 1.30, 1.45, 1.50, 1.40, 1.20, 0.90,
-])  # fmt: skip
+_DIURNAL = np.array(
+    [
+        0.60,
+        0.40,
+        0.25,
+        0.15,
+        0.12,
+        0.15,
+        0.30,
+        0.60,
+        0.90,
+        0.90,
+        0.80,
+        0.80,
+        0.90,
+        0.90,
+        0.85,
+        0.85,
+        0.95,
+        1.10,
+        1.30,
+        1.45,
+        1.50,
+        1.40,
+        1.20,
+        0.90,
+    ]
+)
 _DIURNAL_P = _DIURNAL / _DIURNAL.sum()
 
 # Plain words only: names go into COPY text unescaped, so no tab, newline or backslash.
 _ADJECTIVES = (
-    "Amber", "Broken", "Crimson", "Dusty", "Electric", "Faded", "Golden", "Hollow",
-    "Iron", "Jade", "Lonely", "Midnight", "Neon", "Oceanic", "Paper", "Quiet", "Restless",
-    "Silver", "Tangled", "Velvet", "Wild", "Young", "Burning", "Cosmic", "Distant",
-    "Frozen", "Gentle", "Hidden", "Lucky", "Painted", "Sacred", "Wandering",
-)  # fmt: skip
+    "Amber",
+    "Broken",
+    "Crimson",
+    "Dusty",
+    "Electric",
+    "Faded",
+    "Golden",
+    "Hollow",
+    "Iron",
+    "Jade",
+    "Lonely",
+    "Midnight",
+    "Neon",
+    "Oceanic",
+    "Paper",
+    "Quiet",
+    "Restless",
+    "Silver",
+    "Tangled",
+    "Velvet",
+    "Wild",
+    "Young",
+    "Burning",
+    "Cosmic",
+    "Distant",
+    "Frozen",
+    "Gentle",
+    "Hidden",
+    "Lucky",
+    "Painted",
+    "Sacred",
+    "Wandering",
+)
 _NOUNS = (
-    "Arrows", "Bridges", "Canyon", "Dreams", "Echo", "Fire", "Garden", "Harbor", "Island",
-    "Jungle", "Kites", "Lanterns", "Mirrors", "Night", "Orbit", "Parade", "Rain", "River",
-    "Shadows", "Thunder", "Valley", "Waves", "Wolves", "Satellites", "Horizon", "Machines",
-    "Mountain", "Rebels", "Roses", "Signals", "Summer", "Tides",
-)  # fmt: skip
+    "Arrows",
+    "Bridges",
+    "Canyon",
+    "Dreams",
+    "Echo",
+    "Fire",
+    "Garden",
+    "Harbor",
+    "Island",
+    "Jungle",
+    "Kites",
+    "Lanterns",
+    "Mirrors",
+    "Night",
+    "Orbit",
+    "Parade",
+    "Rain",
+    "River",
+    "Shadows",
+    "Thunder",
+    "Valley",
+    "Waves",
+    "Wolves",
+    "Satellites",
+    "Horizon",
+    "Machines",
+    "Mountain",
+    "Rebels",
+    "Roses",
+    "Signals",
+    "Summer",
+    "Tides",
+)
 _NAME_NUMBERS = 999
 
 ZIPF_EXPONENT = 1.1
@@ -177,18 +269,22 @@ def seed(conn: psycopg.Connection, spec: SeedSpec, progress: Progress | None = N
     with conn.transaction(), conn.cursor() as cur:
         artist_ids, album_ids, track_ids = _write_catalogue(cur, cat, report)
         user_ids = _reserve_ids(cur, "users", len(lis.created_ms))
-        _copy_text(cur, "users", ("id", "created_at"),
-                   _rows(user_ids, _ts(lis.created_ms)), report)  # fmt: skip
+        _copy_text(cur, "users", ("id", "created_at"), _rows(user_ids, _ts(lis.created_ms)), report)
         plays = _write_plays(cur, rng, spec, cat, lis, now_ms, user_ids, track_ids, report)
         uploads, listens = _write_listens(cur, rng, spec, cat, lis, now_ms, user_ids, report)
         # Fresh statistics, so the jobs run right after a seed get sensible plans.
         cur.execute("ANALYZE artists, albums, tracks, users, play_history, upload_jobs, listens")
     conn.commit()  # no-op unless the caller had a transaction open (then ours was a savepoint)
     return SeedReport(
-        users=len(user_ids), artists=len(artist_ids), albums=len(album_ids),
-        tracks=len(track_ids), plays=plays, uploads=uploads, listens=listens,
+        users=len(user_ids),
+        artists=len(artist_ids),
+        albums=len(album_ids),
+        tracks=len(track_ids),
+        plays=plays,
+        uploads=uploads,
+        listens=listens,
         seconds=time.perf_counter() - started,
-    )  # fmt: skip
+    )
 
 
 def seed_url(url: str, spec: SeedSpec, progress: Progress | None = None) -> SeedReport:
@@ -254,10 +350,14 @@ def _catalogue(rng: np.random.Generator, n_tracks: int, now_ms: int, days: int) 
     # Release age: a few percent brand new, the rest over 15 years, denser towards now.
     kind = rng.random(n_albums)
     days_ago = np.where(
-        kind < 0.03, rng.integers(0, 30, n_albums),
-        np.where(kind < 0.07, rng.integers(30, 90, n_albums),
-                 90 + (rng.beta(1.0, 2.0, n_albums) * (15 * 365 - 90)).astype(np.int64)),
-    )  # fmt: skip
+        kind < 0.03,
+        rng.integers(0, 30, n_albums),
+        np.where(
+            kind < 0.07,
+            rng.integers(30, 90, n_albums),
+            90 + (rng.beta(1.0, 2.0, n_albums) * (15 * 365 - 90)).astype(np.int64),
+        ),
+    )
     album_release_day = now_ms // DAY_MS - days_ago
     album_titles = _words(rng, n_albums, ("{a} {b}", "{b}", "{b} of the {c}", "{a} {b}, Vol. 2"))
 
@@ -293,16 +393,27 @@ def _catalogue(rng: np.random.Generator, n_tracks: int, now_ms: int, days: int) 
     old = np.flatnonzero(release_ms[global_tracks] < now_ms - (days + 370) * DAY_MS)
     evergreen = int(global_tracks[old[0]]) if old.size else int(np.argmin(release_ms))
     return _Catalogue(
-        artist_names=artist_names, artist_genres=artist_genres, artist_n_genres=n_genres,
-        album_artist=album_artist, album_titles=album_titles,
-        album_release_day=album_release_day, track_titles=track_titles,
-        track_album=track_album, track_artist=track_artist, track_genre=track_genre,
-        track_duration=duration.astype(np.int64), track_popularity=popularity,
-        track_release_ms=release_ms, track_created_ms=created_ms,
-        global_tracks=global_tracks, global_cdf=_zipf_cdf(n_tracks),
-        genre_tracks=genre_tracks, genre_cdf=genre_cdf, genre_end=genre_end,
+        artist_names=artist_names,
+        artist_genres=artist_genres,
+        artist_n_genres=n_genres,
+        album_artist=album_artist,
+        album_titles=album_titles,
+        album_release_day=album_release_day,
+        track_titles=track_titles,
+        track_album=track_album,
+        track_artist=track_artist,
+        track_genre=track_genre,
+        track_duration=duration.astype(np.int64),
+        track_popularity=popularity,
+        track_release_ms=release_ms,
+        track_created_ms=created_ms,
+        global_tracks=global_tracks,
+        global_cdf=_zipf_cdf(n_tracks),
+        genre_tracks=genre_tracks,
+        genre_cdf=genre_cdf,
+        genre_end=genre_end,
         evergreen=evergreen,
-    )  # fmt: skip
+    )
 
 
 def _listeners(
@@ -344,10 +455,12 @@ def _pick_once(rng: np.random.Generator, cat: _Catalogue, lis: _Listeners, users
     u_genre, u_source, u_rank = rng.random(n), rng.random(n), rng.random(n)
     slot = (u_genre[:, None] >= lis.favourite_cdf[users]).sum(axis=1)
     genre = lis.favourites[users, slot]
-    pos = np.minimum(np.searchsorted(cat.genre_cdf, genre + u_rank, side="right"),
-                     cat.genre_end[genre] - 1)  # fmt: skip
-    rank = np.minimum(np.searchsorted(cat.global_cdf, u_rank, side="right"),
-                      len(cat.global_tracks) - 1)  # fmt: skip
+    pos = np.minimum(
+        np.searchsorted(cat.genre_cdf, genre + u_rank, side="right"), cat.genre_end[genre] - 1
+    )
+    rank = np.minimum(
+        np.searchsorted(cat.global_cdf, u_rank, side="right"), len(cat.global_tracks) - 1
+    )
     return np.where(u_source < FAVOURITE_SHARE, cat.genre_tracks[pos], cat.global_tracks[rank])
 
 
@@ -373,9 +486,11 @@ def _diurnal_times(rng: np.random.Generator, n: int, start_ms: int, end_ms: int)
     have = 0
     while have < n:  # rejection at the window's ragged ends; deterministic for a given rng
         m = int((n - have) * 1.2) + 16
-        t = ((first_day + rng.integers(0, n_days, m)) * DAY_MS
-             + rng.choice(24, size=m, p=_DIURNAL_P) * HOUR_MS
-             + rng.integers(0, HOUR_MS, m))  # fmt: skip
+        t = (
+            (first_day + rng.integers(0, n_days, m)) * DAY_MS
+            + rng.choice(24, size=m, p=_DIURNAL_P) * HOUR_MS
+            + rng.integers(0, HOUR_MS, m)
+        )
         t = t[(t >= start_ms) & (t < end_ms)][: n - have]
         out.append(t)
         have += len(t)
@@ -509,22 +624,54 @@ def _write_catalogue(
         "{" + ",".join(f'"{GENRE_NAMES[g]}"' for g in row[:k]) + "}"
         for row, k in zip(cat.artist_genres.tolist(), cat.artist_n_genres.tolist(), strict=True)
     ]
-    _copy_text(cur, "artists", ("id", "name", "genres"),
-               _rows(artist_ids, cat.artist_names, genres), report)  # fmt: skip
+    _copy_text(
+        cur,
+        "artists",
+        ("id", "name", "genres"),
+        _rows(artist_ids, cat.artist_names, genres),
+        report,
+    )
 
     album_ids = _reserve_ids(cur, "albums", len(cat.album_titles))
-    _copy_text(cur, "albums", ("id", "artist_id", "title", "release_date"),
-               _rows(album_ids, artist_ids[cat.album_artist], cat.album_titles,
-                     _dates(cat.album_release_day)), report)  # fmt: skip
+    _copy_text(
+        cur,
+        "albums",
+        ("id", "artist_id", "title", "release_date"),
+        _rows(
+            album_ids, artist_ids[cat.album_artist], cat.album_titles, _dates(cat.album_release_day)
+        ),
+        report,
+    )
 
     track_ids = _reserve_ids(cur, "tracks", len(cat.track_titles))
-    columns = ("id", "title", "artist_id", "album_id", "genre", "duration_ms", "popularity",
-               "release_date", "created_at")  # fmt: skip
-    _copy_text(cur, "tracks", columns, _rows(
-        track_ids, cat.track_titles, artist_ids[cat.track_artist], album_ids[cat.track_album],
-        [GENRE_NAMES[g] for g in cat.track_genre.tolist()], cat.track_duration,
-        cat.track_popularity, _dates(cat.track_release_ms // DAY_MS), _ts(cat.track_created_ms),
-    ), report)  # fmt: skip
+    columns = (
+        "id",
+        "title",
+        "artist_id",
+        "album_id",
+        "genre",
+        "duration_ms",
+        "popularity",
+        "release_date",
+        "created_at",
+    )
+    _copy_text(
+        cur,
+        "tracks",
+        columns,
+        _rows(
+            track_ids,
+            cat.track_titles,
+            artist_ids[cat.track_artist],
+            album_ids[cat.track_album],
+            [GENRE_NAMES[g] for g in cat.track_genre.tolist()],
+            cat.track_duration,
+            cat.track_popularity,
+            _dates(cat.track_release_ms // DAY_MS),
+            _ts(cat.track_created_ms),
+        ),
+        report,
+    )
     return artist_ids, album_ids, track_ids
 
 
@@ -537,9 +684,16 @@ def _skips(rng: np.random.Generator, duration: I64) -> I64:
 
 
 def _write_plays(
-    cur: psycopg.Cursor, rng: np.random.Generator, spec: SeedSpec, cat: _Catalogue,
-    lis: _Listeners, now_ms: int, user_ids: I64, track_ids: I64, report: Progress,
-) -> int:  # fmt: skip
+    cur: psycopg.Cursor,
+    rng: np.random.Generator,
+    spec: SeedSpec,
+    cat: _Catalogue,
+    lis: _Listeners,
+    now_ms: int,
+    user_ids: I64,
+    track_ids: I64,
+    report: Progress,
+) -> int:
     window_start = now_ms - spec.days * DAY_MS
     length = _session_lengths(rng, spec.plays)
     n_sessions = len(length)
@@ -589,12 +743,16 @@ def _write_plays(
         track[early] = cat.evergreen
         ms_played = np.minimum(ms_played, cat.track_duration[track])
         order = np.argsort(played, kind="stable")
-        _copy_binary(cur, "play_history", (
-            ("user_id", ">i8", user_ids[np.repeat(user[sess], lens)][order]),
-            ("track_id", ">i8", track_ids[track][order]),
-            ("played_at", ">i8", (played[order] - _PG_EPOCH_MS) * 1000),
-            ("ms_played", ">i4", ms_played[order]),
-        ))  # fmt: skip
+        _copy_binary(
+            cur,
+            "play_history",
+            (
+                ("user_id", ">i8", user_ids[np.repeat(user[sess], lens)][order]),
+                ("track_id", ">i8", track_ids[track][order]),
+                ("played_at", ">i8", (played[order] - _PG_EPOCH_MS) * 1000),
+                ("ms_played", ">i4", ms_played[order]),
+            ),
+        )
         done += m
         report("plays", done, spec.plays)
     return done
@@ -633,9 +791,15 @@ def _noisy_names(
 
 
 def _write_listens(
-    cur: psycopg.Cursor, rng: np.random.Generator, spec: SeedSpec, cat: _Catalogue,
-    lis: _Listeners, now_ms: int, user_ids: I64, report: Progress,
-) -> tuple[int, int]:  # fmt: skip
+    cur: psycopg.Cursor,
+    rng: np.random.Generator,
+    spec: SeedSpec,
+    cat: _Catalogue,
+    lis: _Listeners,
+    now_ms: int,
+    user_ids: I64,
+    report: Progress,
+) -> tuple[int, int]:
     n = spec.plays // 20 if spec.listens is None else spec.listens
     if not n:
         return 0, 0
@@ -647,9 +811,14 @@ def _write_listens(
     created = window_start + rng.integers(0, spec.days * DAY_MS - HOUR_MS, n_jobs)
     completed = created + rng.integers(5_000, 30 * 60_000, n_jobs)
     job_ids = _reserve_ids(cur, "upload_jobs", n_jobs)
-    _copy_text(cur, "upload_jobs", ("id", "user_id", "status", "created_at", "completed_at"),
-               _rows(job_ids, user_ids[job_user], ["completed"] * n_jobs, _ts(created),
-                     _ts(completed)), report, "uploads")  # fmt: skip
+    _copy_text(
+        cur,
+        "upload_jobs",
+        ("id", "user_id", "status", "created_at", "completed_at"),
+        _rows(job_ids, user_ids[job_user], ["completed"] * n_jobs, _ts(created), _ts(completed)),
+        report,
+        "uploads",
+    )
 
     size = rng.lognormal(0.0, 1.0, n_jobs)
     job = np.repeat(np.arange(n_jobs), 1 + rng.multinomial(n - n_jobs, size / size.sum()))
@@ -665,10 +834,28 @@ def _write_listens(
     job, played = job[order], played[order]
     track = _pick(rng, cat, lis, job_user[job], played)
     artists, titles, albums = _noisy_names(rng, cat, track)
-    columns = ("user_id", "upload_id", "played_at", "artist_name", "track_name", "album_name",
-               "ms_played")  # fmt: skip
-    _copy_text(cur, "listens", columns, _rows(
-        user_ids[job_user[job]], job_ids[job], _ts(played), artists, titles, albums,
-        _skips(rng, cat.track_duration[track]),
-    ), report)  # fmt: skip
+    columns = (
+        "user_id",
+        "upload_id",
+        "played_at",
+        "artist_name",
+        "track_name",
+        "album_name",
+        "ms_played",
+    )
+    _copy_text(
+        cur,
+        "listens",
+        columns,
+        _rows(
+            user_ids[job_user[job]],
+            job_ids[job],
+            _ts(played),
+            artists,
+            titles,
+            albums,
+            _skips(rng, cat.track_duration[track]),
+        ),
+        report,
+    )
     return n_jobs, n

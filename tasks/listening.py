@@ -36,6 +36,9 @@ MONTH = dt.timedelta(days=30)
 TOP_N = 10  # top artists, genres and tracks kept per user
 WINDOW_CHUNK_USERS = 20_000  # users per window-refresh statement
 USER_LOCK_TIMEOUT = "30s"  # aggregate_user waits this long for a running aggregation
+# A fold adding more pairs than this share of the rollup (or this many, when it is small)
+# refreshes the rollups' statistics at once rather than waiting for autovacuum.
+REANALYZE_SHARE, REANALYZE_MIN_PAIRS = 0.1, 50_000
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,11 @@ def aggregate_listening(
     if rebuild_user is not None:
         session.execute(SQL["add_rebuild_user"], {"user_id": rebuild_user})
     rebuilt = session.scalar(text("SELECT count(*) FROM rebuild_users")) or 0
-    for statement in ("forget_rebuilt_totals", "forget_rebuilt_track_plays",
-                      "forget_rebuilt_artist_plays"):  # fmt: skip
+    for statement in (
+        "forget_rebuilt_totals",
+        "forget_rebuilt_track_plays",
+        "forget_rebuilt_artist_plays",
+    ):
         session.execute(SQL[statement])
 
     window = {"since": since, "until": until, "now": now}
@@ -96,7 +102,11 @@ def aggregate_listening(
     session.execute(SQL["create_fold_pairs"])
     session.execute(SQL["stage_fold_pairs"])
     session.execute(SQL["analyze_fold_tables"])  # temp tables are never auto-analyzed
+    rollup_rows = session.scalar(SQL["rollup_rows"]) or 0
+    staged = session.scalar(SQL["staged_pairs"]) or 0
     folded = execute_counted(session, SQL["fold"], window)
+    if staged > max(REANALYZE_MIN_PAIRS, REANALYZE_SHARE * rollup_rows):
+        session.execute(SQL["analyze_rollups"])
     session.execute(SQL["write_watermark"], window)
 
     stage = {"now": now, "until": until, "month_start": now - MONTH}

@@ -47,7 +47,10 @@ from worker.settings import get_settings
 SQL = queries("playlists")
 ACTIVE_WITHIN = dt.timedelta(days=90)  # users who joined or played since are "active"
 CHUNK_USERS = 1000  # users per chunk task
-GENRE_POOL = 200  # most popular tracks of a genre that genre picks come from
+# The most popular tracks of a genre that genre picks are drawn from. Ranking candidates
+# is most of a chunk's cost, and a pool of 50 a genre (250 over five genres) leaves ample
+# room for randomness in 20 similar or 50 discovery picks.
+GENRE_POOL = 50
 COLD_START_POOL = 100  # trending and most popular tracks a cold-start mix comes from
 TOP_ARTISTS, TOP_GENRES = 10, 5
 DAILY_MIX_RECENT_SHARE = 0.6
@@ -136,31 +139,33 @@ def arrange(parts: Sequence[tuple[Sequence[Candidate], int]], max_artist_run: in
 
 def _by_user(rows: Iterable[Sequence[Any]]) -> dict[int, dict[str, list[Candidate]]]:
     grouped: dict[int, dict[str, list[Candidate]]] = defaultdict(lambda: defaultdict(list))
-    for user_id, track_id, artist_id, part in rows:
+    # Rows come ordered by user, part and rank; extra columns (the rank) are ignored.
+    for user_id, track_id, artist_id, part, *_ in rows:
         grouped[user_id][part].append(Candidate(track_id, artist_id))
     return grouped
 
 
 def _stage_chunk(session: Session, now: dt.datetime, users: dict[str, Any]) -> None:
-    watermark = session.scalar(text(
-        "SELECT last_xid FROM aggregation_watermarks WHERE name = 'listening.aggregate'"
-    ))  # fmt: skip
+    watermark = session.scalar(
+        text("SELECT last_xid FROM aggregation_watermarks WHERE name = 'listening.aggregate'")
+    )
     session.execute(SQL["create_chunk_users"])
     if "user_id" in users:
         session.execute(SQL["stage_one_user"], users)
     else:
         session.execute(SQL["stage_active_users"], {**users, "active_since": now - ACTIVE_WITHIN})
-    for table in ("chunk_history", "chunk_recent", "chunk_taste"):
+    # Temp tables are never auto-analyzed; each is analyzed as soon as it is filled, so the
+    # statements that read it are planned for its real size (one user or a thousand).
+    session.execute(text("ANALYZE chunk_users"))
+    stages: list[tuple[str, dict[str, Any]]] = [
+        ("chunk_history", {"watermark": watermark or 0}),
+        ("chunk_recent", {"now": now, "month_start": now - dt.timedelta(days=30)}),
+        ("chunk_taste", {"top_artists": TOP_ARTISTS, "top_genres": TOP_GENRES}),
+    ]
+    for table, params in stages:
         session.execute(SQL[f"create_{table}"])
-    session.execute(SQL["stage_chunk_history"], {"watermark": watermark or 0})
-    session.execute(
-        SQL["stage_chunk_recent"], {"now": now, "month_start": now - dt.timedelta(days=30)}
-    )
-    session.execute(
-        SQL["stage_chunk_taste"], {"top_artists": TOP_ARTISTS, "top_genres": TOP_GENRES}
-    )
-    for table in ("chunk_users", "chunk_history", "chunk_recent", "chunk_taste"):
-        session.execute(text(f"ANALYZE {table}"))  # temp tables are never auto-analyzed
+        session.execute(SQL[f"stage_{table}"], params)
+        session.execute(text(f"ANALYZE {table}"))
 
 
 def _draw(
@@ -220,8 +225,10 @@ def generate_playlists(
     for name in kinds:
         kind = KINDS[name]
         drawn = {user: d for user, d in _draw(session, kind, now, today, rules).items() if d[0]}
-        payload = [{"user_id": user, "track_ids": ids, "cold_start": cold}
-                   for user, (ids, cold) in drawn.items()]  # fmt: skip
+        payload = [
+            {"user_id": user, "track_ids": ids, "cold_start": cold}
+            for user, (ids, cold) in drawn.items()
+        ]
         session.execute(
             SQL["replace_playlists"],
             {

@@ -34,8 +34,11 @@ def test_every_queue_has_a_worker_service_consuming_what_the_routing_says(
 
 
 def test_the_inbox_is_drained_by_exactly_one_worker_service(services: dict[str, Any]) -> None:
-    drainers = [n for n, s in services.items() if n.startswith("worker-")
-                and INBOX_QUEUE in consumed_queues(s)]  # fmt: skip
+    drainers = [
+        n
+        for n, s in services.items()
+        if n.startswith("worker-") and INBOX_QUEUE in consumed_queues(s)
+    ]
     assert drainers == ["worker-default"]
 
 

@@ -22,9 +22,13 @@ def test_a_task_sent_to_celerys_default_queue_is_forwarded_home_and_runs_there(
 
     def runs() -> list[tuple[str, str | None]]:
         session.expire_all()
-        return [(r.status, r.queue) for r in session.scalars(
-            select(TaskRun).where(TaskRun.task_id == result.id).order_by(TaskRun.id))
-            if r.finished_at]  # fmt: skip
+        return [
+            (r.status, r.queue)
+            for r in session.scalars(
+                select(TaskRun).where(TaskRun.task_id == result.id).order_by(TaskRun.id)
+            )
+            if r.finished_at
+        ]
 
     assert wait_for(lambda: len(runs()) == 2 and runs()) == [
         ("forwarded", "celery"),

@@ -76,8 +76,9 @@ def test_all_time_totals_minutes_distinct_counts_and_first_and_last_play(
 
 def test_listening_by_hour_of_day(session: Any, listener: dict[str, Any]) -> None:
     at_nine = dt.datetime(2026, 11, 20, 9, 15, tzinfo=dt.UTC)
-    f.plays(session, listener["user"], listener["rock1"], at_nine, at_nine + DAY,
-            at_nine + 12 * HOUR)  # fmt: skip
+    f.plays(
+        session, listener["user"], listener["rock1"], at_nine, at_nine + DAY, at_nine + 12 * HOUR
+    )
     session.commit()
 
     aggregate()
@@ -89,11 +90,15 @@ def test_listening_by_hour_of_day(session: Any, listener: dict[str, Any]) -> Non
 def test_plays_of_the_last_7_and_30_days_count_up_to_their_exact_boundaries(
     session: Any, listener: dict[str, Any]
 ) -> None:
-    f.plays(session, listener["user"], listener["rock1"],
-            NOW - 7 * DAY,                # exactly 7 days old: outside the 7-day window
-            NOW - 7 * DAY + SECOND,       # a second inside it
-            NOW - 30 * DAY,               # exactly 30 days old: outside the 30-day window
-            NOW - 30 * DAY + SECOND)  # a second inside it  # fmt: skip
+    f.plays(
+        session,
+        listener["user"],
+        listener["rock1"],
+        NOW - 7 * DAY,  # exactly 7 days old: outside the 7-day window
+        NOW - 7 * DAY + SECOND,  # a second inside it
+        NOW - 30 * DAY,  # exactly 30 days old: outside the 30-day window
+        NOW - 30 * DAY + SECOND,
+    )  # a second inside it
     session.commit()
 
     aggregate()
@@ -137,8 +142,10 @@ def test_a_second_run_changes_nothing(session: Any, listener: dict[str, Any]) ->
 
     def snapshot() -> list[Any]:
         session.expire_all()
-        return [tuple(r) for r in session.execute(text(
-            "SELECT * FROM user_listening_stats ORDER BY user_id"))]  # fmt: skip
+        return [
+            tuple(r)
+            for r in session.execute(text("SELECT * FROM user_listening_stats ORDER BY user_id"))
+        ]
 
     before = snapshot()
     report = aggregate()
@@ -171,8 +178,11 @@ def test_a_play_whose_transaction_commits_after_a_run_is_not_lost(
     user, track = listener["user"], listener["rock1"]
     with raw_connection() as slow:
         # Inserted first, committed last: a watermark on ids would step over it.
-        slow.execute("INSERT INTO play_history (user_id, track_id, played_at, ms_played) "
-                     "VALUES (%s, %s, %s, 1000)", (user.id, track.id, NOW - 2 * HOUR))  # fmt: skip
+        slow.execute(
+            "INSERT INTO play_history (user_id, track_id, played_at, ms_played) "
+            "VALUES (%s, %s, %s, 1000)",
+            (user.id, track.id, NOW - 2 * HOUR),
+        )
         f.plays(session, user, track, NOW - HOUR)
         session.commit()
         aggregate()

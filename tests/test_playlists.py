@@ -21,16 +21,20 @@ DAY, HOUR = dt.timedelta(days=1), dt.timedelta(hours=1)
 SMALL = Rules(length=10, max_artist_run=2)  # 6 recent + 4 similar in a daily mix
 
 
-def generate(kinds: list[str], user_id: int, now: dt.datetime = MONDAY,
-             rules: Rules = SMALL) -> dict[str, int]:  # fmt: skip
+def generate(
+    kinds: list[str], user_id: int, now: dt.datetime = MONDAY, rules: Rules = SMALL
+) -> dict[str, int]:
     with session_scope() as session:
         return generate_playlists(session, kinds, now, user_id=user_id, rules=rules)
 
 
 def playlist(session: Any, user_id: int, kind: str) -> SmartPlaylist | None:
     session.expire_all()
-    return session.scalar(select(SmartPlaylist).where(
-        SmartPlaylist.user_id == user_id, SmartPlaylist.playlist_type == kind))  # fmt: skip
+    return session.scalar(
+        select(SmartPlaylist).where(
+            SmartPlaylist.user_id == user_id, SmartPlaylist.playlist_type == kind
+        )
+    )
 
 
 def artists_of(session: Any, track_ids: list[int]) -> list[int]:
@@ -137,8 +141,9 @@ def test_discovery_weekly_holds_only_unplayed_recent_releases_of_the_top_5_genre
         f.plays(session, user, old[g], *(MONDAY - (100 + n) * DAY for n in range(plays)))
 
     def release(g: str, days_ago: int, title: str) -> Track:
-        return f.track(session, band[g], title, release_date=(MONDAY - days_ago * DAY).date(),
-                       popularity=50)  # fmt: skip
+        return f.track(
+            session, band[g], title, release_date=(MONDAY - days_ago * DAY).date(), popularity=50
+        )
 
     fresh = release("g1", 10, "fresh")
     fresh_g5 = release("g5", 89, "fresh g5, 89 days")
@@ -166,8 +171,12 @@ def test_new_for_you_holds_only_last_30_day_releases_by_the_top_10_artists(
         f.plays(session, user, tracks[(n, 0)], *(MONDAY - (40 + k) * DAY for k in range(11 - n)))
 
     def release(n: int, days_ago: int) -> Track:
-        return f.track(session, artists[n], f"new {n} {days_ago}",
-                       release_date=(MONDAY - days_ago * DAY).date())  # fmt: skip
+        return f.track(
+            session,
+            artists[n],
+            f"new {n} {days_ago}",
+            release_date=(MONDAY - days_ago * DAY).date(),
+        )
 
     by_top_artist = release(0, 5)
     by_tenth = release(9, 29)
@@ -190,10 +199,12 @@ def test_forgotten_favorites_need_3_plays_and_none_in_the_last_60_days(
     user, t = library["user"], library["tracks"]
     f.plays(session, user, t[(0, 0)], MONDAY - 61 * DAY, MONDAY - 70 * DAY, MONDAY - 80 * DAY)
     f.plays(session, user, t[(1, 0)], MONDAY - 100 * DAY, MONDAY - 101 * DAY)  # only two
-    f.plays(session, user, t[(2, 0)], MONDAY - 60 * DAY, *(MONDAY - (90 + n) * DAY
-                                                           for n in range(4)))  # fmt: skip
-    f.plays(session, user, t[(3, 0)], MONDAY - 10 * DAY, *(MONDAY - (90 + n) * DAY
-                                                           for n in range(4)))  # fmt: skip
+    f.plays(
+        session, user, t[(2, 0)], MONDAY - 60 * DAY, *(MONDAY - (90 + n) * DAY for n in range(4))
+    )
+    f.plays(
+        session, user, t[(3, 0)], MONDAY - 10 * DAY, *(MONDAY - (90 + n) * DAY for n in range(4))
+    )
     session.commit()
 
     generate(["forgotten_favorites"], user.id)
@@ -208,13 +219,23 @@ def test_a_user_without_history_gets_a_cold_start_mix_and_no_other_types(
 ) -> None:
     newcomer = library["user"]
     trending = library["tracks"][(11, 3)]  # the least popular track, but trending now
-    session.add(TrendingTrack(track_id=trending.id, trend_score=9.0, play_count_24h=40,
-                              play_count_7d=90, unique_listeners_24h=30,
-                              unique_listeners_7d=60, calculated_at=MONDAY, rank=1))  # fmt: skip
+    session.add(
+        TrendingTrack(
+            track_id=trending.id,
+            trend_score=9.0,
+            play_count_24h=40,
+            play_count_7d=90,
+            unique_listeners_24h=30,
+            unique_listeners_7d=60,
+            calculated_at=MONDAY,
+            rank=1,
+        )
+    )
     session.commit()
 
-    written = generate(["daily_mix", "discovery_weekly", "new_for_you",
-                        "forgotten_favorites"], newcomer.id)  # fmt: skip
+    written = generate(
+        ["daily_mix", "discovery_weekly", "new_for_you", "forgotten_favorites"], newcomer.id
+    )
 
     mix = playlist(session, newcomer.id, "daily_mix")
     assert mix is not None and mix.cold_start
@@ -223,8 +244,13 @@ def test_a_user_without_history_gets_a_cold_start_mix_and_no_other_types(
     ranked = sorted(library["tracks"].values(), key=lambda t: -t.popularity)
     assert set(mix.track_ids) <= {t.id for t in ranked[:24]} | {trending.id}
     assert trending.id in mix.track_ids
-    assert written == {"cold_start": 1, "daily_mix": 1, "discovery_weekly": 0,
-                       "new_for_you": 0, "forgotten_favorites": 0}  # fmt: skip
+    assert written == {
+        "cold_start": 1,
+        "daily_mix": 1,
+        "discovery_weekly": 0,
+        "new_for_you": 0,
+        "forgotten_favorites": 0,
+    }
     assert playlist(session, newcomer.id, "discovery_weekly") is None
 
 
@@ -271,8 +297,11 @@ def test_weekly_types_run_on_mondays_or_when_forced() -> None:
     tuesday = (MONDAY + DAY).date()
     assert kinds_due(None, tuesday, force=False) == ["daily_mix", "new_for_you"]
     assert kinds_due(None, MONDAY.date(), force=False) == [
-        "daily_mix", "discovery_weekly", "new_for_you", "forgotten_favorites",
-    ]  # fmt: skip
+        "daily_mix",
+        "discovery_weekly",
+        "new_for_you",
+        "forgotten_favorites",
+    ]
     assert kinds_due("discovery_weekly", tuesday, force=True) == ["discovery_weekly"]
 
 
@@ -280,12 +309,19 @@ def test_expired_playlists_are_deleted_and_live_ones_kept(
     session: Any, library: dict[str, Any]
 ) -> None:
     user = library["user"]
-    session.add_all([
-        SmartPlaylist(user_id=user.id, playlist_type="daily_mix", track_ids=[1],
-                      expires_at=MONDAY - HOUR),
-        SmartPlaylist(user_id=user.id, playlist_type="new_for_you", track_ids=[1],
-                      expires_at=MONDAY + HOUR),
-    ])  # fmt: skip
+    session.add_all(
+        [
+            SmartPlaylist(
+                user_id=user.id, playlist_type="daily_mix", track_ids=[1], expires_at=MONDAY - HOUR
+            ),
+            SmartPlaylist(
+                user_id=user.id,
+                playlist_type="new_for_you",
+                track_ids=[1],
+                expires_at=MONDAY + HOUR,
+            ),
+        ]
+    )
     session.commit()
 
     with session_scope() as run:
@@ -343,12 +379,17 @@ def test_a_chunk_that_fails_once_is_retried_without_duplicating_anything(
                 RETURN NULL;
             END $$""")
         )
-        conn.execute(text("CREATE TRIGGER fail_once AFTER INSERT ON smart_playlists "
-                          "FOR EACH STATEMENT EXECUTE FUNCTION fail_once()"))  # fmt: skip
+        conn.execute(
+            text(
+                "CREATE TRIGGER fail_once AFTER INSERT ON smart_playlists "
+                "FOR EACH STATEMENT EXECUTE FUNCTION fail_once()"
+            )
+        )
     try:
         now = dt.datetime.now(dt.UTC).isoformat()
-        result = app.send_task("playlists.generate_chunk",
-                               args=[user.id, user.id + 1, ["daily_mix"], now])  # fmt: skip
+        result = app.send_task(
+            "playlists.generate_chunk", args=[user.id, user.id + 1, ["daily_mix"], now]
+        )
         counts = result.get(timeout=60)
     finally:
         with engine.begin() as conn:

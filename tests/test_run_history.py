@@ -20,8 +20,9 @@ def an_hour_ago() -> dt.datetime:
 
 def runs_of(session: Any, task_id: str) -> list[TaskRun]:
     session.expire_all()
-    return list(session.scalars(select(TaskRun).where(TaskRun.task_id == task_id)
-                                .order_by(TaskRun.id)))  # fmt: skip
+    return list(
+        session.scalars(select(TaskRun).where(TaskRun.task_id == task_id).order_by(TaskRun.id))
+    )
 
 
 def test_a_successful_run_is_recorded_with_its_timing_and_worker(
@@ -76,18 +77,26 @@ def test_a_message_that_keeps_killing_its_worker_is_refused_after_the_cap(
     # the worker died and Redis handed the message back (MAX_DELIVERIES defaults to 3).
     task_id = str(uuid.uuid4())
     with engine.begin() as conn:
-        conn.execute(insert(TaskRun), [
-            {"task_id": task_id, "task_name": "automation.status", "status": "started",
-             "started_at": an_hour_ago()}
-            for _ in range(3)
-        ])  # fmt: skip
+        conn.execute(
+            insert(TaskRun),
+            [
+                {
+                    "task_id": task_id,
+                    "task_name": "automation.status",
+                    "status": "started",
+                    "started_at": an_hour_ago(),
+                }
+                for _ in range(3)
+            ],
+        )
 
     result = app.send_task("automation.status", task_id=task_id)
     with pytest.raises(Exception, match="delivered 4 times"):
         result.get(timeout=30)
 
-    runs = wait_for(lambda: [r for r in runs_of(session, task_id) if r.delivery == 4
-                             and r.finished_at])  # fmt: skip
+    runs = wait_for(
+        lambda: [r for r in runs_of(session, task_id) if r.delivery == 4 and r.finished_at]
+    )
     assert runs[0].status == "refused"
     assert [r.status for r in runs_of(session, task_id)][:3] == ["lost", "lost", "lost"]
 
@@ -97,13 +106,21 @@ def test_a_redelivered_message_marks_the_unfinished_run_lost_and_runs(
 ) -> None:
     task_id = str(uuid.uuid4())
     with engine.begin() as conn:
-        conn.execute(insert(TaskRun).values(
-            task_id=task_id, task_name="automation.status", status="started",
-            started_at=an_hour_ago(),
-        ))  # fmt: skip
+        conn.execute(
+            insert(TaskRun).values(
+                task_id=task_id,
+                task_name="automation.status",
+                status="started",
+                started_at=an_hour_ago(),
+            )
+        )
 
     app.send_task("automation.status", task_id=task_id).get(timeout=30)
 
-    runs = wait_for(lambda: [r for r in runs_of(session, task_id) if r.status == "success"]
-                    and runs_of(session, task_id))  # fmt: skip
+    runs = wait_for(
+        lambda: (
+            [r for r in runs_of(session, task_id) if r.status == "success"]
+            and runs_of(session, task_id)
+        )
+    )
     assert [(r.status, r.delivery) for r in runs] == [("lost", 1), ("success", 2)]

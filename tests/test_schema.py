@@ -15,10 +15,20 @@ from db.migrate import SchemaBehindError, alembic_config, ensure_current, head_r
 from worker.celery_app import validate_schedule
 
 CONTRACT_TABLES = {
-    "users", "artists", "albums", "tracks", "play_history", "user_listening_stats",
-    "smart_playlists", "trending_tracks", "background_tasks", "upload_jobs", "listens",
-    "spotify_tokens", "task_runs",
-}  # fmt: skip
+    "users",
+    "artists",
+    "albums",
+    "tracks",
+    "play_history",
+    "user_listening_stats",
+    "smart_playlists",
+    "trending_tracks",
+    "background_tasks",
+    "upload_jobs",
+    "listens",
+    "spotify_tokens",
+    "task_runs",
+}
 
 
 def test_the_migrations_produce_exactly_the_models_schema() -> None:
@@ -30,12 +40,33 @@ def test_the_contract_tables_exist_with_their_contract_columns(engine: Any) -> N
     inspector = inspect(engine)
     assert set(inspector.get_table_names()) >= CONTRACT_TABLES
     tracks = {c["name"] for c in inspector.get_columns("tracks")}
-    assert tracks >= {"id", "title", "artist_id", "album_id", "genre", "duration_ms",
-                      "popularity", "release_date", "audio_path", "mood", "energy_level",
-                      "tempo"}  # fmt: skip
+    assert tracks >= {
+        "id",
+        "title",
+        "artist_id",
+        "album_id",
+        "genre",
+        "duration_ms",
+        "popularity",
+        "release_date",
+        "audio_path",
+        "mood",
+        "energy_level",
+        "tempo",
+    }
     background = {c["name"] for c in inspector.get_columns("background_tasks")}
-    assert background >= {"id", "task_type", "track_id", "status", "priority", "attempts",
-                          "error_message", "created_at", "started_at", "completed_at"}  # fmt: skip
+    assert background >= {
+        "id",
+        "task_type",
+        "track_id",
+        "status",
+        "priority",
+        "attempts",
+        "error_message",
+        "created_at",
+        "started_at",
+        "completed_at",
+    }
 
 
 def test_migrations_downgrade_to_nothing_and_upgrade_again(empty_database_url: str) -> None:
@@ -66,8 +97,12 @@ def test_celery_refuses_to_start_against_an_unmigrated_database(
     extra = ["--pool", "solo"] if program == "worker" else []
     done = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "worker", program, *extra],
-        env=env, capture_output=True, text=True, timeout=90, check=False,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
     assert done.returncode != 0
     heads = ", ".join(sorted(head_revisions()))
     assert (
@@ -79,7 +114,8 @@ def test_celery_refuses_to_start_against_an_unmigrated_database(
 def test_a_schedule_entry_naming_an_unregistered_task_is_refused(
     app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(app.conf, "beat_schedule",
-                        {"typo": {"task": "trending.calcluate", "schedule": 60.0}})  # fmt: skip
+    monkeypatch.setitem(
+        app.conf, "beat_schedule", {"typo": {"task": "trending.calcluate", "schedule": 60.0}}
+    )
     with pytest.raises(ValueError, match=r"unregistered tasks: typo -> trending.calcluate"):
         validate_schedule(app)

@@ -95,10 +95,14 @@ def seeded(seed_db_url: str) -> tuple[str, SeedReport, list[tuple[str, int, int]
 def test_report_counts_match_the_tables(seeded: tuple[str, SeedReport, Any]) -> None:
     url, report, _ = seeded
     assert _counts(url) == {
-        "artists": report.artists, "albums": report.albums, "tracks": SPEC.tracks,
-        "users": SPEC.users, "play_history": SPEC.plays, "upload_jobs": report.uploads,
+        "artists": report.artists,
+        "albums": report.albums,
+        "tracks": SPEC.tracks,
+        "users": SPEC.users,
+        "play_history": SPEC.plays,
+        "upload_jobs": report.uploads,
         "listens": SPEC.plays // 20,
-    }  # fmt: skip
+    }
 
 
 def test_progress_reaches_every_stage_total(seeded: tuple[str, SeedReport, Any]) -> None:
@@ -124,18 +128,30 @@ def test_plays_lie_within_the_window_before_now(seeded: tuple[str, SeedReport, A
 
 def test_no_play_precedes_its_tracks_release(seeded: tuple[str, SeedReport, Any]) -> None:
     url, _, _ = seeded
-    assert _value(url, """
+    assert (
+        _value(
+            url,
+            """
         SELECT count(*) FROM play_history p JOIN tracks t ON t.id = p.track_id
         WHERE p.played_at < t.release_date
-    """) == 0  # fmt: skip
+    """,
+        )
+        == 0
+    )
 
 
 def test_track_popularity_is_skewed(seeded: tuple[str, SeedReport, Any]) -> None:
     url, _, _ = seeded
-    counts = [n for (n,) in _rows(url, """
+    counts = [
+        n
+        for (n,) in _rows(
+            url,
+            """
         SELECT count(p.id) FROM tracks t LEFT JOIN play_history p ON p.track_id = t.id
         GROUP BY t.id ORDER BY 1 DESC
-    """)]  # fmt: skip
+    """,
+        )
+    ]
     top_share = sum(counts[: len(counts) // 100]) / sum(counts)
     assert top_share > 0.10
     assert counts[0] > 20 * counts[len(counts) // 2]
@@ -143,27 +159,38 @@ def test_track_popularity_is_skewed(seeded: tuple[str, SeedReport, Any]) -> None
 
 def test_popularity_column_follows_play_rank(seeded: tuple[str, SeedReport, Any]) -> None:
     url, _, _ = seeded
-    top, bottom = _rows(url, """
+    top, bottom = _rows(
+        url,
+        """
         WITH c AS (SELECT t.popularity, count(p.id) n FROM tracks t
                    LEFT JOIN play_history p ON p.track_id = t.id GROUP BY t.id)
         SELECT avg(n) FILTER (WHERE popularity >= 70), avg(n) FILTER (WHERE popularity < 30)
         FROM c
-    """)[0]  # fmt: skip
+    """,
+    )[0]
     assert top > 10 * bottom
 
 
 def test_user_activity_is_heavy_tailed(seeded: tuple[str, SeedReport, Any]) -> None:
     url, _, _ = seeded
-    counts = [n for (n,) in _rows(url, """
+    counts = [
+        n
+        for (n,) in _rows(
+            url,
+            """
         SELECT count(p.id) FROM users u LEFT JOIN play_history p ON p.user_id = u.id
         GROUP BY u.id ORDER BY 1 DESC
-    """)]  # fmt: skip
+    """,
+        )
+    ]
     assert sum(counts[: len(counts) // 10]) / sum(counts) > 0.30
 
 
 def test_users_mostly_play_their_favourite_genres(seeded: tuple[str, SeedReport, Any]) -> None:
     url, _, _ = seeded
-    median_top, global_top = _rows(url, """
+    median_top, global_top = _rows(
+        url,
+        """
         WITH g AS (SELECT p.user_id, t.genre, count(*) n FROM play_history p
                    JOIN tracks t ON t.id = p.track_id GROUP BY 1, 2),
              u AS (SELECT max(n)::float / sum(n) top FROM g GROUP BY user_id
@@ -171,7 +198,8 @@ def test_users_mostly_play_their_favourite_genres(seeded: tuple[str, SeedReport,
              w AS (SELECT sum(n)::float / (SELECT sum(n) FROM g) share FROM g GROUP BY genre)
         SELECT (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY top) FROM u),
                (SELECT max(share) FROM w)
-    """)[0]  # fmt: skip
+    """,
+    )[0]
     # A typical active user's top genre: far above both uniform (1/16) and the global mix.
     assert median_top > 0.35
     assert median_top > 1.5 * global_top
@@ -181,7 +209,9 @@ def test_sessions_space_plays_by_how_long_the_previous_play_lasted(
     seeded: tuple[str, SeedReport, Any],
 ) -> None:
     url, _, _ = seeded
-    pairs, back_to_back, overlapping, too_close = _rows(url, """
+    pairs, back_to_back, overlapping, too_close = _rows(
+        url,
+        """
         WITH x AS (
             SELECT extract(epoch FROM p.played_at - lag(p.played_at) OVER w) * 1000 AS gap,
                    lag(p.ms_played) OVER w AS previous
@@ -191,7 +221,8 @@ def test_sessions_space_plays_by_how_long_the_previous_play_lasted(
                count(*) FILTER (WHERE gap < previous - 1),
                count(*) FILTER (WHERE gap > previous + 1 AND gap < previous + 20 * 60000)
         FROM x WHERE gap IS NOT NULL
-    """)[0]  # fmt: skip
+    """,
+    )[0]
     assert back_to_back > 0.8 * pairs  # sessions average about a dozen plays
     assert overlapping == 0  # one user, one track at a time
     assert too_close == 0  # otherwise sessions are at least 20 minutes apart
@@ -201,8 +232,11 @@ def test_some_albums_were_released_in_the_last_30_days(
     seeded: tuple[str, SeedReport, Any],
 ) -> None:
     url, _, _ = seeded
-    recent = _value(url, "SELECT count(*) FROM albums WHERE release_date > %s",
-                    (NOW.date() - timedelta(days=30),))  # fmt: skip
+    recent = _value(
+        url,
+        "SELECT count(*) FROM albums WHERE release_date > %s",
+        (NOW.date() - timedelta(days=30),),
+    )
     assert recent > 0
 
 
@@ -211,12 +245,15 @@ def test_every_listen_belongs_to_a_completed_upload_of_its_user(
 ) -> None:
     url, report, _ = seeded
     assert report.uploads > 0
-    orphans = _value(url, """
+    orphans = _value(
+        url,
+        """
         SELECT count(*) FROM listens l LEFT JOIN upload_jobs j ON j.id = l.upload_id
         WHERE j.id IS NULL OR j.user_id <> l.user_id OR j.status <> 'completed'
            OR j.completed_at IS NULL OR l.played_at >= j.created_at
            OR l.spotify_track_id IS NOT NULL OR l.enriched_at IS NOT NULL
-    """)  # fmt: skip
+    """,
+    )
     assert orphans == 0
 
 
@@ -252,8 +289,15 @@ def test_seeding_twice_appends_without_id_conflicts() -> None:
         seed_url(url, spec)
         assert _counts(url) == {table: 2 * n for table, n in once.items()}
         # The second run's plays and listens point at the second run's users and tracks.
-        assert _value(url, """
+        assert (
+            _value(
+                url,
+                """
             SELECT count(*) FROM play_history p JOIN users u ON u.id = p.user_id
             JOIN tracks t ON t.id = p.track_id
             WHERE (u.id > %(users)s) <> (t.id > %(tracks)s)
-        """, {"users": spec.users, "tracks": spec.tracks}) == 0  # fmt: skip
+        """,
+                {"users": spec.users, "tracks": spec.tracks},
+            )
+            == 0
+        )

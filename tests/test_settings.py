@@ -73,7 +73,11 @@ def test_celery_refuses_to_start_with_one_line_naming_the_bad_variable() -> None
     env = {**os.environ, "REDIS_URL": "http://not-redis"}
     done = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "worker", "inspect", "ping"],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode != 0
     assert done.stderr.strip() == "configuration error: REDIS_URL: must be a redis:// URL"

@@ -25,9 +25,11 @@ def test_up_runs_a_worker_per_queue_beat_and_flower_and_ctrl_c_stops_them_all(
     log = tmp_path / "up.log"
     with log.open("w") as out:
         up = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "up"], env=env, stdout=out,
+            [sys.executable, "-m", "worker.cli", "up"],
+            env=env,
+            stdout=out,
             stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        )
     try:
         expected = {f"{queue}@" for queue in QUEUE_NAMES}
 
@@ -38,8 +40,13 @@ def test_up_runs_a_worker_per_queue_beat_and_flower_and_ctrl_c_stops_them_all(
 
         wait_for(workers_answering, timeout=90, interval=1)
         wait_for(lambda: "Flower: http://127.0.0.1:" in log.read_text(), timeout=30)
-        wait_for(lambda: (tmp_path / "celerybeat-schedule").exists()
-                 or list(tmp_path.glob("celerybeat-schedule*")), timeout=30)  # fmt: skip
+        wait_for(
+            lambda: (
+                (tmp_path / "celerybeat-schedule").exists()
+                or list(tmp_path.glob("celerybeat-schedule*"))
+            ),
+            timeout=30,
+        )
         children = psutil.Process(up.pid).children(recursive=True)
         assert len(children) >= len(QUEUE_NAMES) + 2  # workers, beat, flower (+ pool children)
 

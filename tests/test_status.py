@@ -42,11 +42,13 @@ def test_background_tasks_are_counted_by_status_and_by_type(
     session: Any, app: Any, catalogue: dict[str, Any]
 ) -> None:
     track = catalogue["tracks"][0]
-    session.add_all([
-        BackgroundTask(task_type="mood_detection", track_id=track.id, status="pending"),
-        BackgroundTask(task_type="mood_detection", track_id=track.id, status="completed"),
-        BackgroundTask(task_type="energy_analysis", track_id=track.id, status="pending"),
-    ])  # fmt: skip
+    session.add_all(
+        [
+            BackgroundTask(task_type="mood_detection", track_id=track.id, status="pending"),
+            BackgroundTask(task_type="mood_detection", track_id=track.id, status="completed"),
+            BackgroundTask(task_type="energy_analysis", track_id=track.id, status="pending"),
+        ]
+    )
     session.commit()
 
     report = build_status(session, app, NOW)["background_tasks"]
@@ -63,12 +65,24 @@ def test_playlists_are_counted_by_type_with_the_latest_generation(
 ) -> None:
     user = catalogue["user"]
     earlier, later = NOW - dt.timedelta(hours=5), NOW - dt.timedelta(hours=1)
-    session.add_all([
-        SmartPlaylist(user_id=user.id, playlist_type="daily_mix", track_ids=[1],
-                      generated_at=earlier, expires_at=NOW),
-        SmartPlaylist(user_id=user.id, playlist_type="new_for_you", track_ids=[2],
-                      generated_at=later, expires_at=NOW),
-    ])  # fmt: skip
+    session.add_all(
+        [
+            SmartPlaylist(
+                user_id=user.id,
+                playlist_type="daily_mix",
+                track_ids=[1],
+                generated_at=earlier,
+                expires_at=NOW,
+            ),
+            SmartPlaylist(
+                user_id=user.id,
+                playlist_type="new_for_you",
+                track_ids=[2],
+                generated_at=later,
+                expires_at=NOW,
+            ),
+        ]
+    )
     session.commit()
 
     report = build_status(session, app, NOW)["smart_playlists"]
@@ -85,10 +99,18 @@ def test_trending_reports_when_it_was_last_calculated(
 ) -> None:
     calculated = NOW - dt.timedelta(hours=2)
     for rank, track in enumerate(catalogue["tracks"], start=1):
-        session.add(TrendingTrack(track_id=track.id, trend_score=1.0, play_count_24h=1,
-                                  play_count_7d=1, unique_listeners_24h=1,
-                                  unique_listeners_7d=1, calculated_at=calculated,
-                                  rank=rank))  # fmt: skip
+        session.add(
+            TrendingTrack(
+                track_id=track.id,
+                trend_score=1.0,
+                play_count_24h=1,
+                play_count_7d=1,
+                unique_listeners_24h=1,
+                unique_listeners_7d=1,
+                calculated_at=calculated,
+                rank=rank,
+            )
+        )
     session.commit()
 
     assert build_status(session, app, NOW)["trending"] == {
@@ -100,16 +122,33 @@ def test_trending_reports_when_it_was_last_calculated(
 def test_each_schedule_entry_shows_its_next_run_and_its_last_runs_outcome(
     session: Any, app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(app.conf, "beat_schedule", {
-        "status-every-10-minutes": {"task": "automation.status",
-                                    "schedule": crontab(minute="*/10")},
-    })  # fmt: skip
-    session.add_all([
-        TaskRun(task_id="a", task_name="automation.status", status="success",
-                started_at=NOW - dt.timedelta(minutes=17)),
-        TaskRun(task_id="b", task_name="automation.status", status="failure",
-                started_at=NOW - dt.timedelta(minutes=7), error="boom"),
-    ])  # fmt: skip
+    monkeypatch.setitem(
+        app.conf,
+        "beat_schedule",
+        {
+            "status-every-10-minutes": {
+                "task": "automation.status",
+                "schedule": crontab(minute="*/10"),
+            },
+        },
+    )
+    session.add_all(
+        [
+            TaskRun(
+                task_id="a",
+                task_name="automation.status",
+                status="success",
+                started_at=NOW - dt.timedelta(minutes=17),
+            ),
+            TaskRun(
+                task_id="b",
+                task_name="automation.status",
+                status="failure",
+                started_at=NOW - dt.timedelta(minutes=7),
+                error="boom",
+            ),
+        ]
+    )
     session.commit()
 
     [entry] = build_status(session, app, NOW)["schedule"]
@@ -124,9 +163,13 @@ def test_each_schedule_entry_shows_its_next_run_and_its_last_runs_outcome(
 def test_a_scheduled_task_that_never_ran_says_so(
     session: Any, app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(app.conf, "beat_schedule", {
-        "status-hourly": {"task": "automation.status", "schedule": crontab(minute=0)},
-    })  # fmt: skip
+    monkeypatch.setitem(
+        app.conf,
+        "beat_schedule",
+        {
+            "status-hourly": {"task": "automation.status", "schedule": crontab(minute=0)},
+        },
+    )
 
     [entry] = build_status(session, app, NOW)["schedule"]
 
@@ -136,12 +179,18 @@ def test_a_scheduled_task_that_never_ran_says_so(
 
 
 def test_task_runs_of_the_last_day_are_counted_by_status(session: Any, app: Any) -> None:
-    session.add_all([
-        TaskRun(task_id="a", task_name="x.y", status="success", started_at=NOW),
-        TaskRun(task_id="b", task_name="x.y", status="failure", started_at=NOW),
-        TaskRun(task_id="c", task_name="x.y", status="failure",
-                started_at=NOW - dt.timedelta(days=2)),
-    ])  # fmt: skip
+    session.add_all(
+        [
+            TaskRun(task_id="a", task_name="x.y", status="success", started_at=NOW),
+            TaskRun(task_id="b", task_name="x.y", status="failure", started_at=NOW),
+            TaskRun(
+                task_id="c",
+                task_name="x.y",
+                status="failure",
+                started_at=NOW - dt.timedelta(days=2),
+            ),
+        ]
+    )
     session.commit()
 
     assert build_status(session, app, NOW)["task_runs_24h"] == {"success": 1, "failure": 1}

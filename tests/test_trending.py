@@ -86,8 +86,12 @@ def test_with_equal_7_day_counts_more_recent_plays_rank_higher(
 
 def test_many_listeners_beat_one_listeners_repeats(session: Any, catalogue: dict[str, Any]) -> None:
     fan, *others = catalogue["users"]
-    f.plays(session, fan, catalogue["a"], *(NOW - n * 10 * dt.timedelta(minutes=1)
-                                            for n in range(1, 101)))  # fmt: skip
+    f.plays(
+        session,
+        fan,
+        catalogue["a"],
+        *(NOW - n * 10 * dt.timedelta(minutes=1) for n in range(1, 101)),
+    )
     for listener in others:
         f.plays(session, listener, catalogue["b"], NOW - 6 * HOUR)
     session.commit()

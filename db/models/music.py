@@ -59,9 +59,11 @@ class Track(Base):
     created_at: Mapped[CreatedAt]
 
     __table_args__ = (
-        # A genre's most popular tracks (playlist pools); an artist's new releases.
+        # A genre's most popular tracks and its new releases (playlist pools); an
+        # artist's new releases.
         Index("ix_tracks_genre_popularity", "genre", text("popularity DESC NULLS LAST")),
         Index("ix_tracks_artist_id_release_date", "artist_id", "release_date"),
+        Index("ix_tracks_genre_release_date", "genre", "release_date"),
     )
 
 

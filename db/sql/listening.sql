@@ -77,6 +77,17 @@ SELECT g.user_id, g.track_id, t.artist_id, sum(g.plays), sum(g.ms), min(g.first_
 FROM fold_groups g JOIN tracks t ON t.id = g.track_id
 GROUP BY g.user_id, g.track_id, t.artist_id
 
+-- name: rollup_rows
+SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'user_track_plays'::regclass
+
+-- name: staged_pairs
+SELECT count(*) FROM fold_pairs
+
+-- name: analyze_rollups
+-- After a fold that rewrote much of the rollups (the first run, a backfill), statistics
+-- from before it would mislead every query that reads them (playlists read them by user).
+ANALYZE user_track_plays, user_artist_plays, user_listening_stats
+
 -- name: analyze_fold_tables
 ANALYZE fold_groups, fold_pairs
 

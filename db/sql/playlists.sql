@@ -2,6 +2,13 @@
 -- own users only; every candidate query returns at most a few dozen ranked tracks a user.
 -- playlist_random(user, track, seed) is the reproducible randomness (migration 0003).
 
+-- name: planner_costs
+-- A chunk reads its users' rows of large tables (user_track_plays, play_history) by
+-- index. At PostgreSQL's default random_page_cost (4, for spinning disks) the planner
+-- prefers reading the whole rollup for ~60k rows out of millions; on cached or SSD
+-- storage an index fetch costs about a sequential one. This transaction only.
+SET LOCAL random_page_cost = 1.1
+
 -- name: create_chunk_users
 CREATE TEMP TABLE chunk_users (user_id bigint PRIMARY KEY) ON COMMIT DROP
 
@@ -89,33 +96,36 @@ WITH recent AS (
                AS pos
     FROM chunk_recent
 ), genre_pool AS (
-    SELECT g.genre, t.id
+    SELECT g.genre, t.id, t.artist_id, t.popularity
     FROM (SELECT DISTINCT genre FROM chunk_taste WHERE genre IS NOT NULL) g
     CROSS JOIN LATERAL (
-        SELECT id FROM tracks WHERE genre = g.genre
+        SELECT id, artist_id, popularity FROM tracks WHERE genre = g.genre
         ORDER BY popularity DESC NULLS LAST LIMIT :pool
     ) t
 ), alike AS (
-    SELECT c.user_id, t.id AS track_id
+    -- Candidates carry what ranking and arranging need: no second trip to tracks.
+    SELECT c.user_id, t.id AS track_id, t.artist_id, t.popularity
     FROM chunk_taste c JOIN tracks t ON t.artist_id = c.artist_id
     UNION
-    SELECT c.user_id, p.id FROM chunk_taste c JOIN genre_pool p ON p.genre = c.genre
+    SELECT c.user_id, p.id, p.artist_id, p.popularity
+    FROM chunk_taste c JOIN genre_pool p ON p.genre = c.genre
 ), similar_ranked AS (
-    SELECT s.user_id, s.track_id, 'similar' AS part,
+    SELECT s.user_id, s.track_id, s.artist_id, 'similar' AS part,
            row_number() OVER (
                PARTITION BY s.user_id
-               ORDER BY coalesce(t.popularity, 0) / 100.0
+               ORDER BY coalesce(s.popularity, 0) / 100.0
                         + playlist_random(s.user_id, s.track_id, :seed) DESC, s.track_id
            ) AS pos
-    FROM alike s JOIN tracks t ON t.id = s.track_id
+    FROM alike s
     WHERE NOT EXISTS (SELECT 1 FROM chunk_recent r
                       WHERE r.user_id = s.user_id AND r.track_id = s.track_id)
 )
-SELECT c.user_id, c.track_id, t.artist_id, c.part
-FROM (SELECT * FROM recent WHERE pos <= :per_part
-      UNION ALL SELECT * FROM similar_ranked WHERE pos <= :per_part) c
-JOIN tracks t ON t.id = c.track_id
-ORDER BY c.user_id, c.part, c.pos
+SELECT r.user_id, r.track_id, t.artist_id, r.part, r.pos
+FROM recent r JOIN tracks t ON t.id = r.track_id
+WHERE r.pos <= :per_part
+UNION ALL
+SELECT user_id, track_id, artist_id, part, pos FROM similar_ranked WHERE pos <= :per_part
+ORDER BY 1, 4, 5
 
 -- name: cold_start
 -- Users with no history at all: trending and popular tracks, shuffled per user. The
@@ -153,6 +163,7 @@ WITH pool AS (
     SELECT g.genre, t.id, t.popularity
     FROM (SELECT DISTINCT genre FROM chunk_taste WHERE genre IS NOT NULL) g
     CROSS JOIN LATERAL (
+        -- The genre's releases of the window (index on genre, release_date), best first.
         SELECT id, popularity FROM tracks
         WHERE genre = g.genre AND release_date > :released_after AND release_date <= :today
         ORDER BY popularity DESC NULLS LAST LIMIT :pool
