@@ -20,10 +20,10 @@ def test_a_task_sent_to_celerys_default_queue_is_forwarded_home_and_runs_there(
 
     assert "generated_at" in report
 
-    def runs() -> list[tuple[str, str | None]]:
+    def runs() -> list[tuple[str, str | None, str | None]]:
         session.expire_all()
         return [
-            (r.status, r.queue)
+            (r.status, r.queue, r.error)
             for r in session.scalars(
                 select(TaskRun).where(TaskRun.task_id == result.id).order_by(TaskRun.id)
             )
@@ -31,6 +31,6 @@ def test_a_task_sent_to_celerys_default_queue_is_forwarded_home_and_runs_there(
         ]
 
     assert wait_for(lambda: len(runs()) == 2 and runs()) == [
-        ("forwarded", "celery"),
-        ("success", "default"),
+        ("forwarded", "celery", None),
+        ("success", "default", None),
     ]

@@ -13,7 +13,7 @@ from typing import Any
 
 from celery import Celery, signals
 from celery._state import get_current_task
-from celery.exceptions import TimeLimitExceeded, WorkerLostError
+from celery.exceptions import Ignore, TimeLimitExceeded, WorkerLostError
 from celery.utils.log import get_logger
 
 from db.migrate import SchemaBehindError, ensure_current
@@ -66,7 +66,8 @@ def _record_finish(task_id: str, task: Any, retval: Any, state: str, **_: Any) -
     if run_id is None:
         return
     status = getattr(request, "run_outcome", None) or _STATUS.get(state, state.lower())
-    failed = isinstance(retval, BaseException)
+    # Ignore (forwarded, replaced by a chord) is Celery's control flow, not a failure.
+    failed = isinstance(retval, BaseException) and not isinstance(retval, Ignore)
     try:
         run_history.record_finish(
             get_engine(),
