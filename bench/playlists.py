@@ -8,8 +8,10 @@ The database must hold a seeded, aggregated history (bench/analytics.py --keep l
 one: 100k users, 10M plays). Three figures, in one run:
 
 1. the baseline: the same generator invoked once per user (every statement of the chunk
-   pipeline run for one user at a time), over --sample users; seconds per user;
-2. chunked: the same users as one chunk; seconds per user, and the speed-up (target 10x);
+   pipeline run for one user at a time), over the active users of one production chunk
+   of ids; seconds per user (median of three runs);
+2. chunked: the same users as one chunk; seconds per user (median of three), and the
+   speed-up (target 10x);
 3. the fan-out: ``playlists.generate_all(force=True)`` by name through real worker
    processes (playlists queue, plus a default worker for the chord's bookkeeping), wall
    time, users per second, and each worker process's peak resident memory.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,7 +75,12 @@ def peak_rss_mib(process: psutil.Process) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", help="a seeded and aggregated database")
-    parser.add_argument("--sample", type=int, default=300, help="users in the baseline")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=None,
+        help="user ids in the comparison (default: one production chunk)",
+    )
     parser.add_argument("--concurrency", type=int, default=2, help="playlist worker processes")
     args = parser.parse_args()
     server = os.environ.get(
@@ -82,7 +90,9 @@ def main() -> None:
     url = args.database_url or seeded_database(server)
     os.environ.update(DATABASE_URL=url, REDIS_URL=redis_url)
 
-    from tasks.playlists import ACTIVE_WITHIN, generate_playlists
+    from tasks.playlists import ACTIVE_WITHIN, CHUNK_USERS, generate_playlists
+
+    span = args.sample or CHUNK_USERS
 
     engine = create_engine(url)
     with engine.connect() as conn:
@@ -92,7 +102,7 @@ def main() -> None:
             text("SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY id) FROM users")
         )
     now = dt.datetime.now(dt.UTC)
-    sample = range(first, first + args.sample)
+    sample = range(first, first + span)
     with engine.connect() as conn:
         # The chunk writes only active users' playlists; the baseline does the same users.
         active = conn.scalars(
@@ -110,10 +120,14 @@ def main() -> None:
             session.rollback()
             return written
 
-    log(f"baseline: the {len(active)} active users of {args.sample} ids, one at a time")
-    baseline, _ = timed(lambda: [generate(user_id=u) for u in active])
-    log("the same users as one chunk")
-    chunked, written = timed(lambda: generate(lo=sample.start, hi=sample.stop))
+    # Median of three runs each: this machine is shared and noisy.
+    log(f"baseline: the {len(active)} active users of {span} ids, one at a time (x3)")
+    baseline = statistics.median(
+        timed(lambda: [generate(user_id=u) for u in active])[0] for _ in range(3)
+    )
+    log("the same users as one chunk (x3)")
+    chunk_runs = [timed(lambda: generate(lo=sample.start, hi=sample.stop)) for _ in range(3)]
+    chunked, written = statistics.median(t for t, _ in chunk_runs), chunk_runs[0][1]
 
     log(f"fan-out over {users:,} users through real workers")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

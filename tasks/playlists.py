@@ -31,7 +31,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from celery import chord
@@ -48,9 +48,9 @@ SQL = queries("playlists")
 ACTIVE_WITHIN = dt.timedelta(days=90)  # users who joined or played since are "active"
 CHUNK_USERS = 1000  # users per chunk task
 # The most popular tracks of a genre that genre picks are drawn from. Ranking candidates
-# is most of a chunk's cost, and a pool of 50 a genre (250 over five genres) leaves ample
-# room for randomness in 20 similar or 50 discovery picks.
-GENRE_POOL = 50
+# is most of a chunk's cost, and a pool of 30 a genre (150 over five genres, plus the
+# favourite artists' tracks) leaves room for randomness in 20 similar or 50 discovery picks.
+GENRE_POOL = 30
 COLD_START_POOL = 100  # trending and most popular tracks a cold-start mix comes from
 TOP_ARTISTS, TOP_GENRES = 10, 5
 DAILY_MIX_RECENT_SHARE = 0.6
@@ -91,8 +91,8 @@ KINDS = {
 assert set(KINDS) == set(PLAYLIST_TYPES)
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):
+    # A NamedTuple, not a dataclass: a chunk builds a few hundred thousand of these.
     track_id: int
     artist_id: int
 
@@ -138,6 +138,7 @@ def arrange(parts: Sequence[tuple[Sequence[Candidate], int]], max_artist_run: in
 
 
 def _by_user(rows: Iterable[Sequence[Any]]) -> dict[int, dict[str, list[Candidate]]]:
+    # Callers pass Result.all(): iterating a Result fetches one row per call.
     grouped: dict[int, dict[str, list[Candidate]]] = defaultdict(lambda: defaultdict(list))
     # Rows come ordered by user, part and rank; extra columns (the rank) are ignored.
     for user_id, track_id, artist_id, part, *_ in rows:
@@ -185,10 +186,10 @@ def _draw(
         recent_quota = round(rules.length * DAILY_MIX_RECENT_SHARE)
         quotas = {"recent": recent_quota, "similar": rules.length - recent_quota}
         drawn: dict[int, tuple[list[int], bool]] = {}
-        for user, parts in _by_user(session.execute(SQL["daily_mix"], params)).items():
+        for user, parts in _by_user(session.execute(SQL["daily_mix"], params).all()).items():
             shares = [(parts[name], quota) for name, quota in quotas.items()]
             drawn[user] = (arrange(shares, rules.max_artist_run), False)
-        for user, parts in _by_user(session.execute(SQL["cold_start"], params)).items():
+        for user, parts in _by_user(session.execute(SQL["cold_start"], params).all()).items():
             shares = [(parts["cold_start"], rules.length)]
             drawn[user] = (arrange(shares, rules.max_artist_run), True)
         return drawn
@@ -200,7 +201,7 @@ def _draw(
         params.update(min_plays=FORGOTTEN_MIN_PLAYS, forgotten_before=now - FORGOTTEN_AFTER)
     return {
         user: (arrange([(candidates, rules.length)], rules.max_artist_run), False)
-        for user, parts in _by_user(session.execute(SQL[kind.name], params)).items()
+        for user, parts in _by_user(session.execute(SQL[kind.name], params).all()).items()
         for candidates in parts.values()
     }
 

@@ -28,8 +28,8 @@ WHERE u.created_at > :active_since OR s.last_played_at > :active_since
 
 -- name: create_chunk_history
 CREATE TEMP TABLE chunk_history (
-    user_id bigint, track_id bigint, plays int, last_at timestamptz,
-    PRIMARY KEY (user_id, track_id)
+    user_id bigint, track_id bigint, artist_id bigint, genre text, plays int,
+    last_at timestamptz, PRIMARY KEY (user_id, track_id)
 ) ON COMMIT DROP
 
 -- name: stage_chunk_history
@@ -37,7 +37,7 @@ CREATE TEMP TABLE chunk_history (
 -- watermark) plus the plays committed since, so "never played" is exact even before
 -- tonight's aggregation has run.
 INSERT INTO chunk_history
-SELECT user_id, track_id, sum(plays), max(last_at) FROM (
+SELECT h.user_id, h.track_id, t.artist_id, t.genre, sum(h.plays), max(h.last_at) FROM (
     SELECT r.user_id, r.track_id, r.play_count AS plays, r.last_played_at AS last_at
     FROM chunk_users c JOIN user_track_plays r ON r.user_id = c.user_id
     UNION ALL
@@ -45,8 +45,9 @@ SELECT user_id, track_id, sum(plays), max(last_at) FROM (
     FROM play_history p JOIN chunk_users c ON c.user_id = p.user_id
     WHERE p.ingest_xid >= :watermark
     GROUP BY 1, 2
-) AS history
-GROUP BY 1, 2
+) AS h
+JOIN tracks t ON t.id = h.track_id
+GROUP BY h.user_id, h.track_id, t.artist_id, t.genre
 
 -- name: create_chunk_recent
 CREATE TEMP TABLE chunk_recent (
@@ -69,20 +70,16 @@ CREATE TEMP TABLE chunk_taste (
 -- Favourite artists and genres, by all-time plays (ties: lower id, then name).
 INSERT INTO chunk_taste
 SELECT user_id, artist_id, NULL, rank FROM (
-    SELECT h.user_id, t.artist_id,
-           row_number() OVER (PARTITION BY h.user_id ORDER BY sum(h.plays) DESC, t.artist_id)
+    SELECT user_id, artist_id,
+           row_number() OVER (PARTITION BY user_id ORDER BY sum(plays) DESC, artist_id)
                AS rank
-    FROM chunk_history h JOIN tracks t ON t.id = h.track_id
-    GROUP BY h.user_id, t.artist_id
+    FROM chunk_history GROUP BY user_id, artist_id
 ) AS artists WHERE rank <= :top_artists
 UNION ALL
 SELECT user_id, NULL, genre, rank FROM (
-    SELECT h.user_id, t.genre,
-           row_number() OVER (PARTITION BY h.user_id ORDER BY sum(h.plays) DESC, t.genre)
-               AS rank
-    FROM chunk_history h JOIN tracks t ON t.id = h.track_id
-    WHERE t.genre IS NOT NULL
-    GROUP BY h.user_id, t.genre
+    SELECT user_id, genre,
+           row_number() OVER (PARTITION BY user_id ORDER BY sum(plays) DESC, genre) AS rank
+    FROM chunk_history WHERE genre IS NOT NULL GROUP BY user_id, genre
 ) AS genres WHERE rank <= :top_genres
 
 -- name: daily_mix
@@ -204,7 +201,7 @@ ORDER BY user_id, pos
 -- name: forgotten_favorites
 -- Played at least :min_plays times, and not once since :forgotten_before.
 WITH ranked AS (
-    SELECT h.user_id, h.track_id,
+    SELECT h.user_id, h.track_id, h.artist_id,
            row_number() OVER (
                PARTITION BY h.user_id
                ORDER BY h.plays DESC, playlist_random(h.user_id, h.track_id, :seed)
@@ -212,10 +209,9 @@ WITH ranked AS (
     FROM chunk_history h
     WHERE h.plays >= :min_plays AND h.last_at < :forgotten_before
 )
-SELECT r.user_id, r.track_id, t.artist_id, 'forgotten' AS part
-FROM ranked r JOIN tracks t ON t.id = r.track_id
-WHERE r.pos <= :per_part
-ORDER BY r.user_id, r.pos
+SELECT user_id, track_id, artist_id, 'forgotten' AS part FROM ranked
+WHERE pos <= :per_part
+ORDER BY user_id, pos
 
 -- name: replace_playlists
 -- The chunk's playlists of one type, replaced in the run's transaction: readers see the
