@@ -104,6 +104,15 @@ def fresh_database(server_url: str, keep: bool) -> Iterator[str]:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def peak_rss_kib(pid: int) -> int | None:
+    """A process's peak resident memory (VmHWM) in KiB; None once it has exited."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return None
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+
+
 def worker_peak_memory_running(url: str, redis_url: str, task: str) -> tuple[float, int, Any]:
     """Run ``task`` by name on a real worker process; return (seconds, peak RSS KiB, result).
 
@@ -145,10 +154,7 @@ def worker_peak_memory_running(url: str, redis_url: str, task: str) -> tuple[flo
                 if time.monotonic() > deadline:
                     raise RuntimeError("the bench worker did not come up")
             seconds, result = timed(lambda: client.send_task(task).get(timeout=3600))
-            status = Path(f"/proc/{worker.pid}/status").read_text()
-            peak = int(
-                next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
-            )
+            peak = peak_rss_kib(worker.pid) or 0
             return seconds, peak, result
         finally:
             worker.terminate()

@@ -28,13 +28,12 @@ import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import psutil
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
-from bench.analytics import NOW, fresh_database, log, timed
+from bench.analytics import NOW, fresh_database, log, peak_rss_kib, timed
 
 KINDS = ["daily_mix", "discovery_weekly", "new_for_you", "forgotten_favorites"]
 
@@ -60,16 +59,8 @@ def seeded_database(server_url: str) -> str:
 
 def peak_rss_mib(process: psutil.Process) -> float:
     """Peak resident memory of a process and its children (VmHWM), in MiB."""
-    peaks = []
-    for proc in [process, *process.children(recursive=True)]:
-        try:
-            status = Path(f"/proc/{proc.pid}/status").read_text()
-        except FileNotFoundError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                peaks.append(int(line.split()[1]) / 1024)
-    return max(peaks, default=0.0)
+    peaks = [peak_rss_kib(p.pid) for p in [process, *process.children(recursive=True)]]
+    return max((kib / 1024 for kib in peaks if kib is not None), default=0.0)
 
 
 def main() -> None:

@@ -45,6 +45,7 @@ from worker.celery_app import app
 from worker.settings import get_settings
 
 SQL = queries("playlists")
+LISTENING_SQL = queries("listening")  # the aggregation's watermark
 ACTIVE_WITHIN = dt.timedelta(days=90)  # users who joined or played since are "active"
 CHUNK_USERS = 1000  # users per chunk task
 # The most popular tracks of a genre that genre picks are drawn from. Ranking candidates
@@ -147,9 +148,7 @@ def _by_user(rows: Iterable[Sequence[Any]]) -> dict[int, dict[str, list[Candidat
 
 
 def _stage_chunk(session: Session, now: dt.datetime, users: dict[str, Any]) -> None:
-    watermark = session.scalar(
-        text("SELECT last_xid FROM aggregation_watermarks WHERE name = 'listening.aggregate'")
-    )
+    watermark = session.scalar(LISTENING_SQL["read_watermark"])
     session.execute(SQL["create_chunk_users"])
     if "user_id" in users:
         session.execute(SQL["stage_one_user"], users)
@@ -245,10 +244,15 @@ def generate_playlists(
     return written
 
 
+def check_kind(playlist_type: str) -> None:
+    if playlist_type not in KINDS:
+        raise PermanentError(f"unknown playlist type {playlist_type!r}; valid: {', '.join(KINDS)}")
+
+
 def kinds_due(playlist_type: str | None, today: dt.date, force: bool) -> list[str]:
     """The types to generate: weekly ones only on Mondays, unless forced."""
-    if playlist_type is not None and playlist_type not in KINDS:
-        raise PermanentError(f"unknown playlist type {playlist_type!r}; valid: {', '.join(KINDS)}")
+    if playlist_type is not None:
+        check_kind(playlist_type)
     names = [playlist_type] if playlist_type else list(KINDS)
     return [n for n in names if force or not KINDS[n].weekly or today.weekday() == 0]
 
@@ -272,7 +276,7 @@ def add_up(results: Iterable[dict[str, int]]) -> dict[str, int]:
 
 @app.task(name="playlists.generate", bind=True)
 def generate(self: AutomationTask, user_id: int, playlist_type: str) -> dict[str, int]:
-    kinds_due(playlist_type, dt.date.today(), force=True)  # validates the type
+    check_kind(playlist_type)
     if not self.session.scalar(text("SELECT 1 FROM users WHERE id = :id"), {"id": user_id}):
         raise PermanentError(f"no user with id {user_id}")
     return generate_playlists(

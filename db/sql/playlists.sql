@@ -2,13 +2,6 @@
 -- own users only; every candidate query returns at most a few dozen ranked tracks a user.
 -- playlist_random(user, track, seed) is the reproducible randomness (migration 0003).
 
--- name: planner_costs
--- A chunk reads its users' rows of large tables (user_track_plays, play_history) by
--- index. At PostgreSQL's default random_page_cost (4, for spinning disks) the planner
--- prefers reading the whole rollup for ~60k rows out of millions; on cached or SSD
--- storage an index fetch costs about a sequential one. This transaction only.
-SET LOCAL random_page_cost = 1.1
-
 -- name: create_chunk_users
 CREATE TEMP TABLE chunk_users (user_id bigint PRIMARY KEY) ON COMMIT DROP
 
