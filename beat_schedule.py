@@ -11,6 +11,8 @@ spec's schedule, for the issues to come:
     cleanup.expired_playlists  daily 05:00
     enrichment.enrich_pending  hourly
     cleanup.stuck_tasks        every 10 minutes
+
+and one of ours: ``cleanup.task_runs`` (run-history retention) daily at 04:30.
 """
 
 from __future__ import annotations
@@ -36,5 +38,17 @@ SCHEDULE: dict[str, dict[str, Any]] = {
     "calculate-trending": {
         "task": "trending.calculate",
         "schedule": crontab(hour="*/6", minute=0),
+    },
+    "rescue-stuck-background-tasks": {
+        "task": "cleanup.stuck_tasks",
+        "schedule": crontab(minute="*/10"),
+    },
+    "delete-old-background-tasks": {
+        "task": "cleanup.background_tasks",
+        "schedule": crontab(hour=4, minute=0, day_of_week="sunday"),
+    },
+    "delete-old-task-runs": {
+        "task": "cleanup.task_runs",
+        "schedule": crontab(hour=4, minute=30),
     },
 }

@@ -17,9 +17,12 @@ from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
 from db.models import BackgroundTask, DeadLetter, SmartPlaylist, TaskRun, TrendingTrack
+from db.sql import queries
 from worker.base_task import AutomationTask, PermanentError
 from worker.celery_app import app
-from worker.queues import INBOX_QUEUE, QUEUE_NAMES
+from worker.ledger import limit_params
+from worker.queues import INBOX_QUEUE, PRIORITY_STEPS, QUEUE_NAMES, redis_keys
+from worker.settings import get_settings
 
 # Short names for the spec's manual triggers. A name is offered only once every task it
 # stands for is registered.
@@ -27,11 +30,17 @@ TRIGGER_ALIASES: dict[str, tuple[str, ...]] = {
     "listening_stats": ("listening.aggregate",),
     "trending": ("trending.calculate",),
     "smart_playlists": ("playlists.generate_all",),
-    "cleanup": ("cleanup.background_tasks", "cleanup.expired_playlists", "cleanup.stuck_tasks"),
+    "cleanup": (
+        "cleanup.background_tasks",
+        "cleanup.expired_playlists",
+        "cleanup.stuck_tasks",
+        "cleanup.task_runs",
+    ),
     "enrichment": ("enrichment.enrich_pending",),
     "status": ("automation.status",),
 }
 NOT_TRIGGERABLE = {"automation.trigger"}
+LEDGER = queries("background")
 
 
 class UnknownTriggerError(PermanentError):
@@ -107,6 +116,32 @@ def _schedule(session: Session, celery_app: Celery, now: dt.datetime) -> list[di
     return report
 
 
+def _background_summary(session: Session, celery_app: Celery, now: dt.datetime) -> dict[str, Any]:
+    settings = get_settings()
+    lost_before = now - dt.timedelta(seconds=settings.background_lost_after_seconds)
+    health = session.execute(
+        LEDGER["summary"], {"now": now, "lost_before": lost_before, **limit_params(celery_app)}
+    ).one()
+    by_type: dict[str, dict[str, int]] = {}
+    for task_type, state, count in session.execute(
+        select(BackgroundTask.task_type, BackgroundTask.status, func.count()).group_by(
+            BackgroundTask.task_type, BackgroundTask.status
+        )
+    ):
+        by_type.setdefault(task_type, {})[state] = count
+    oldest = health.oldest_pending_seconds
+    return {
+        "total": sum(sum(states.values()) for states in by_type.values()),
+        "by_status": _counts(session, BackgroundTask.status),
+        "by_type": by_type,
+        "oldest_pending_seconds": None if oldest is None else round(float(oldest), 1),
+        # Rows cleanup.stuck_tasks will move on its next run.
+        "stuck_processing": health.stuck_processing,
+        "lost_pending": health.lost_pending,
+        "undispatched": health.undispatched,
+    }
+
+
 def build_status(session: Session, celery_app: Celery, now: dt.datetime) -> dict[str, Any]:
     """Everything an operator checks first, from PostgreSQL alone."""
     day_ago = now - dt.timedelta(days=1)
@@ -117,11 +152,7 @@ def build_status(session: Session, celery_app: Celery, now: dt.datetime) -> dict
     dead = session.execute(select(func.count(), func.max(DeadLetter.received_at))).one()
     return {
         "generated_at": _iso(now),
-        "background_tasks": {
-            "total": session.scalar(select(func.count()).select_from(BackgroundTask)),
-            "by_status": _counts(session, BackgroundTask.status),
-            "by_type": _counts(session, BackgroundTask.task_type),
-        },
+        "background_tasks": _background_summary(session, celery_app, now),
         "smart_playlists": {
             "total": playlist_totals[0],
             "by_type": _counts(session, SmartPlaylist.playlist_type),
@@ -135,12 +166,14 @@ def build_status(session: Session, celery_app: Celery, now: dt.datetime) -> dict
 
 
 def queue_depths(client: redis.Redis) -> dict[str, int]:
-    """Messages waiting per queue (Redis lists named after the queues)."""
+    """Messages waiting per queue, over its priority lists."""
     names = [*QUEUE_NAMES, INBOX_QUEUE]
     pipe = client.pipeline()
     for name in names:
-        pipe.llen(name)
-    return dict(zip(names, pipe.execute(), strict=True))
+        for key in redis_keys(name):
+            pipe.llen(key)
+    lengths = iter(pipe.execute())
+    return {name: sum(next(lengths) for _ in PRIORITY_STEPS) for name in names}
 
 
 def collect_status(

@@ -128,26 +128,32 @@ def _isolated(engine: Any) -> Iterator[None]:
         ).all()
         if tables:
             conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-    from worker.queues import INBOX_QUEUE, QUEUE_NAMES
+    from worker.queues import INBOX_QUEUE, QUEUE_NAMES, redis_keys
 
     client = redis_lib.Redis.from_url(os.environ["REDIS_URL"])
-    client.delete(*QUEUE_NAMES, INBOX_QUEUE)
+    client.delete(*(key for queue in (*QUEUE_NAMES, INBOX_QUEUE) for key in redis_keys(queue)))
     client.close()
 
 
 @pytest.fixture(scope="session")
 def celery_worker(app: Any) -> Iterator[Any]:
-    """A real worker, in this process, consuming every queue (including the inbox)."""
+    """A real worker, in this process, consuming every queue but the ledger's.
+
+    Ledger tasks (the analysis queue) run in worker subprocesses started by their tests,
+    which decide when a backlog is taken and may kill the worker mid-task.
+    """
     from celery.contrib.testing.worker import start_worker
 
     from worker.queues import INBOX_QUEUE, QUEUE_NAMES
+
+    ledger_queues = {"analysis"}
 
     with start_worker(
         app,
         pool="threads",
         concurrency=2,
         perform_ping_check=False,
-        queues=[*QUEUE_NAMES, INBOX_QUEUE],
+        queues=[q for q in (*QUEUE_NAMES, INBOX_QUEUE) if q not in ledger_queues],
         loglevel="WARNING",
         shutdown_timeout=30,
     ) as worker:

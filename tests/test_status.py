@@ -38,15 +38,40 @@ def catalogue(session: Any) -> dict[str, Any]:
     return {"tracks": tracks, "user": user}
 
 
-def test_background_tasks_are_counted_by_status_and_by_type(
+def test_background_tasks_are_counted_by_status_and_type_with_age_and_stuck_rows(
     session: Any, app: Any, catalogue: dict[str, Any]
 ) -> None:
-    track = catalogue["tracks"][0]
+    first, second = (t.id for t in catalogue["tracks"])
+    hour = dt.timedelta(hours=1)
     session.add_all(
         [
-            BackgroundTask(task_type="mood_detection", track_id=track.id, status="pending"),
-            BackgroundTask(task_type="mood_detection", track_id=track.id, status="completed"),
-            BackgroundTask(task_type="energy_analysis", track_id=track.id, status="pending"),
+            # Waiting 2 h, its message published 2 h ago: presumed lost (threshold 15 min).
+            BackgroundTask(
+                task_type="mood_detection",
+                track_id=first,
+                created_at=NOW - 2 * hour,
+                enqueued_at=NOW - 2 * hour,
+            ),
+            BackgroundTask(
+                task_type="mood_detection",
+                track_id=first,
+                status="completed",
+                created_at=NOW - 3 * hour,
+            ),
+            # Waiting 10 minutes, not yet published.
+            BackgroundTask(
+                task_type="energy_analysis",
+                track_id=first,
+                created_at=NOW - dt.timedelta(minutes=10),
+            ),
+            # Claimed 1 h ago: past the analysis family's 10-minute hard limit.
+            BackgroundTask(
+                task_type="energy_analysis",
+                track_id=second,
+                status="processing",
+                created_at=NOW - 2 * hour,
+                started_at=NOW - hour,
+            ),
         ]
     )
     session.commit()
@@ -54,9 +79,16 @@ def test_background_tasks_are_counted_by_status_and_by_type(
     report = build_status(session, app, NOW)["background_tasks"]
 
     assert report == {
-        "total": 3,
-        "by_status": {"pending": 2, "completed": 1},
-        "by_type": {"mood_detection": 2, "energy_analysis": 1},
+        "total": 4,
+        "by_status": {"pending": 2, "completed": 1, "processing": 1},
+        "by_type": {
+            "mood_detection": {"pending": 1, "completed": 1},
+            "energy_analysis": {"pending": 1, "processing": 1},
+        },
+        "oldest_pending_seconds": 7200.0,
+        "stuck_processing": 1,
+        "lost_pending": 1,
+        "undispatched": 1,
     }
 
 

@@ -78,11 +78,17 @@ class AutomationTask(Task):  # type: ignore[misc]  # Celery ships no type hints
 
     def _run_in_transaction(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         with session_scope() as session:
-            token = _current_session.set(session)
-            try:
-                return super().__call__(*args, **kwargs)
-            finally:
-                _current_session.reset(token)
+            return self._run_with_session(session, args, kwargs)
+
+    def _run_with_session(
+        self, session: Session, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """The body, with ``self.session`` bound to ``session`` (the caller's transaction)."""
+        token = _current_session.set(session)
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            _current_session.reset(token)
 
     def _forward_if_misrouted(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """A message that arrived on a queue other than its home queue is sent home.

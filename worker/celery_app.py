@@ -10,6 +10,8 @@ from celery import Celery
 import beat_schedule
 from worker.queues import (
     DEFAULT_QUEUE,
+    PRIORITY_SEP,
+    PRIORITY_STEPS,
     VISIBILITY_TIMEOUT,
     FamilyLimits,
     celery_queues,
@@ -19,6 +21,7 @@ from worker.settings import Settings, SettingsError, get_settings
 
 # Task modules, listed rather than discovered: what a worker runs is visible here.
 TASK_MODULES = [
+    "tasks.analysis",
     "tasks.automation",
     "tasks.cleanup",
     "tasks.listening",
@@ -32,8 +35,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.redis_url,
         "broker_connection_retry_on_startup": True,
-        # Redis redelivers unacked messages after this: above the longest hard time limit.
-        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
+        "broker_transport_options": {
+            # Redis redelivers unacked messages after this: above the longest hard limit.
+            "visibility_timeout": VISIBILITY_TIMEOUT,
+            # Message priorities within a queue (the ledger's urgent work goes first).
+            "priority_steps": PRIORITY_STEPS,
+            "sep": PRIORITY_SEP,
+        },
         "result_backend": settings.celery_result_backend,
         "result_extended": True,
         "result_expires": dt.timedelta(days=7),
@@ -97,6 +105,7 @@ except SettingsError as exc:
     # `celery -A worker ...` and `automation ...` both land here: one line, no traceback.
     raise SystemExit(str(exc)) from None
 
+import worker.dispatcher  # noqa: E402  (starts with workers of ledger queues)
 import worker.signals  # noqa: E402, F401  (connects the handlers)
 
 # Register every task now, not only when a worker starts: the CLI, beat's schedule check

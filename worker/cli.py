@@ -197,8 +197,19 @@ def render_status(report: dict[str, Any]) -> str:
     bg, pl, tr = report["background_tasks"], report["smart_playlists"], report["trending"]
     lines = [
         f"status at {report['generated_at']}",
-        f"background tasks: {bg['total']} (by status: {counts(bg['by_status'])}; "
-        f"by type: {counts(bg['by_type'])})",
+        f"background tasks: {bg['total']} (by status: {counts(bg['by_status'])})",
+        *(
+            f"  {task_type:<24} {counts(states)}"
+            for task_type, states in sorted(bg["by_type"].items())
+        ),
+        "  oldest pending: "
+        + (
+            "none"
+            if bg["oldest_pending_seconds"] is None
+            else f"{bg['oldest_pending_seconds']:.0f} s"
+        )
+        + f"; stuck processing {bg['stuck_processing']}, lost messages "
+        f"{bg['lost_pending']}, awaiting dispatch {bg['undispatched']}",
         f"smart playlists:  {pl['total']} ({counts(pl['by_type'])}); "
         f"latest generated {pl['latest_generated_at'] or 'never'}",
         f"trending:         {tr['tracks']} tracks; last calculated "

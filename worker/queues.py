@@ -51,6 +51,17 @@ QUEUE_NAMES: tuple[str, ...] = tuple(
 VISIBILITY_TIMEOUT = 2 * max(f.time_limit for f in FAMILIES.values())
 
 
+# Redis message priorities: one list per step and queue, served 0 first. The ledger maps
+# its priorities onto these (worker/ledger.py); other messages go at 0.
+PRIORITY_STEPS = list(range(10))
+PRIORITY_SEP = ":"
+
+
+def redis_keys(queue: str) -> list[str]:
+    """The Redis lists that hold ``queue``'s waiting messages, one per priority step."""
+    return [queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+
+
 def family_of(task_name: str) -> Family:
     return FAMILIES.get(task_name.partition(".")[0], FALLBACK)
 

@@ -81,9 +81,38 @@ class Settings(BaseSettings):
     playlist_length: int = Field(default=50, ge=1, le=500)
     playlist_max_artist_run: int = Field(default=2, ge=1)
 
-    # Background-task ledger (issue 5 uses these)
-    background_task_retention_days: int = Field(default=30, ge=1)
-    failed_task_retention_days: int = Field(default=90, ge=1)
+    # Background-task ledger and audio analysis
+    background_task_retention_days: int = Field(
+        default=30, ge=1, description="Completed ledger rows are deleted after this."
+    )
+    failed_task_retention_days: int = Field(
+        default=90, ge=1, description="Failed ledger rows are kept this long for inspection."
+    )
+    task_run_retention_days: int = Field(
+        default=30, ge=1, description="Run history (task_runs) is deleted after this."
+    )
+    background_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        description="Claims of one ledger row (runs whose worker died count) before it fails.",
+    )
+    background_lost_after_seconds: int = Field(
+        default=15 * 60,
+        ge=60,
+        description="A pending ledger row whose message is older than this is published again.",
+    )
+    background_dispatch_interval_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="The dispatcher's poll when no notification comes (missed NOTIFY).",
+    )
+    audio_root: Path | None = Field(
+        default=None,
+        description="Where relative tracks.audio_path values live (default DATA_DIR/audio).",
+    )
+    analysis_max_seconds: int = Field(
+        default=120, ge=5, description="Audio read per track: this much from its middle."
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -127,6 +156,10 @@ class Settings(BaseSettings):
                 if name not in self.model_fields_set:
                     raise ValueError(f"{name.upper()}: required when ENVIRONMENT=production")
         return self
+
+    @property
+    def audio_directory(self) -> Path:
+        return self.audio_root if self.audio_root is not None else self.data_dir / "audio"
 
     @property
     def uses_embedded_services(self) -> bool:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, Index, SmallInteger, Text, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.models.base import Base, BigId, CreatedAt
@@ -56,6 +57,11 @@ class Track(Base):
     mood: Mapped[str | None] = mapped_column(Text)
     energy_level: Mapped[float | None]
     tempo: Mapped[float | None]
+    # What the audio analyses measured (tasks/audio_features.py), mood's inputs included.
+    audio_features: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # Where ``genre`` came from when it was inferred (tasks/genre.py); NULL: as supplied.
+    genre_source: Mapped[str | None] = mapped_column(Text)
+    genre_confidence: Mapped[float | None]
     created_at: Mapped[CreatedAt]
 
     __table_args__ = (

@@ -1,0 +1,302 @@
+"""Durable background tasks: PostgreSQL's ``background_tasks`` is the record, Redis the carrier.
+
+A ledger task's message names its row (``background_task_id``). The message acts only if
+it claims the row (``pending`` -> ``processing``, one atomic UPDATE, committed before the
+work starts so the rescuer can see it). The work and the row's ``completed`` commit in one
+transaction, so a track's analysis is either written and recorded, or neither.
+
+What can go wrong, and what answers it:
+
+- a message delivered twice (a republish racing its original, a redelivery): the second
+  finds the row claimed or finished and does nothing;
+- the worker dies mid-task: Redis hands the message back (reject-on-worker-lost), and that
+  same message may resume its own ``processing`` row; if the whole worker host is gone,
+  ``cleanup.stuck_tasks`` puts the row back to ``pending`` once its time limit has passed;
+- the message is lost (Redis restarted without persistence): the row is still ``pending``
+  and ``cleanup.stuck_tasks`` publishes it again;
+- a transient error (database, Redis): Celery's retry with backoff and jitter; the row
+  waits in ``pending`` for the retry message; a permanent one fails the row at once.
+
+The priority (0 normal .. 9 most urgent) travels as the message's Redis priority, so a
+worker with a backlog takes the urgent work first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+import psycopg
+from celery import Celery
+from celery.exceptions import Retry
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db.session import session_scope
+from db.sql import execute_counted, queries
+from worker.base_task import TRANSIENT_ERRORS, AutomationTask, PermanentError, publish_after_commit
+from worker.queues import FALLBACK, family_of
+
+log = logging.getLogger(__name__)
+SQL = queries("background")
+
+MAX_PRIORITY = 9
+
+
+def redis_priority(priority: int) -> int:
+    """Ledger priority (9 most urgent) to kombu's Redis priority (0 served first)."""
+    return MAX_PRIORITY - max(0, min(MAX_PRIORITY, priority))
+
+
+class UnknownTrackError(PermanentError):
+    pass
+
+
+class ClaimLostError(Exception):
+    """The row was taken from this run (rescued as orphaned): its work must not commit."""
+
+
+class LedgerTask(AutomationTask):
+    """Base for tasks recorded in the ledger. The task's name is ``<family>.<task_type>``.
+
+    The body has the signature ``(self, track_id, background_task_id=None)`` and returns a
+    JSON-able summary, stored as the row's ``result``. A by-name sender that gives only the
+    track id gets the active row for (type, track), created if there is none.
+    """
+
+    @property
+    def task_type(self) -> str:
+        return str(self.name).partition(".")[2]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.request.called_directly:
+            return super().__call__(*args, **kwargs)
+        self._forward_if_misrouted(args, kwargs)
+        track_id = kwargs["track_id"] if "track_id" in kwargs else args[0]
+        try:
+            row_id = kwargs.get("background_task_id") or self._row_for(track_id)
+            claimed = self._claim(row_id)
+        except TRANSIENT_ERRORS as exc:
+            raise self.retry(exc=exc) from exc
+        if not claimed:
+            return {"background_task_id": row_id, "skipped": "claimed or finished elsewhere"}
+        try:
+            self._refuse_if_redelivered_too_often()
+            return self._run_and_complete(row_id, args, kwargs)
+        except Retry as exc:
+            self._settle(SQL["release_for_retry"], row_id, error=_describe(exc))
+            raise
+        except ClaimLostError:
+            raise
+        except BaseException as exc:
+            self._settle(SQL["fail"], row_id, error=_describe(exc))
+            raise
+
+    def _row_for(self, track_id: int) -> int:
+        """The active row for (type, track): a by-name message without a row id."""
+        params = {"task_type": self.task_type, "track_id": track_id}
+        for _ in range(3):  # the active row can finish between the two statements
+            with session_scope() as session:
+                row_id = enqueue_row(session, self.task_type, track_id, celery_task_id=None)
+                if row_id is None:
+                    row_id = session.scalar(SQL["active_row"], params)
+            if row_id is not None:
+                return int(row_id)
+        raise RuntimeError(f"{self.name}: no stable ledger row for track {track_id}")
+
+    def _claim(self, row_id: int) -> bool:
+        request = self.request
+        resumable = bool(request.retries) or getattr(request, "delivery", 1) > 1
+        with session_scope() as session:
+            attempts = session.scalar(
+                SQL["claim"],
+                {
+                    "id": row_id,
+                    "celery_task_id": request.id,
+                    "worker_host": request.hostname,
+                    "resumable": resumable,
+                },
+            )
+            if attempts is None:
+                state = session.execute(SQL["row_state"], {"id": row_id}).first()
+        if attempts is None:
+            self.request.run_outcome = "duplicate"
+            log.info(
+                "%s: background task %s not claimed (%s); nothing to do",
+                self.name,
+                row_id,
+                "row no longer exists" if state is None else f"it is {state.status}",
+            )
+            return False
+        return True
+
+    def _run_and_complete(self, row_id: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        with session_scope() as session:
+            result = self._run_with_session(session, args, kwargs)
+            completed = execute_counted(
+                session,
+                SQL["complete"],
+                {
+                    "id": row_id,
+                    "celery_task_id": self.request.id,
+                    "result": json.dumps(result, default=str),
+                },
+            )
+            if not completed:
+                raise ClaimLostError(
+                    f"background task {row_id} was taken from this run; its work is discarded"
+                )
+        return result
+
+    def _settle(self, statement: Any, row_id: int, *, error: str) -> None:
+        # Best effort: if the database is what failed, the rescuer settles the row later.
+        try:
+            with session_scope() as session:
+                session.execute(
+                    statement, {"id": row_id, "celery_task_id": self.request.id, "error": error}
+                )
+        except Exception:
+            log.warning("could not record the outcome of background task %s", row_id, exc_info=True)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, Retry) and exc.exc is not None:
+        exc = exc.exc
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def enqueue_row(
+    session: Session,
+    task_type: str,
+    track_id: int,
+    *,
+    priority: int = 0,
+    celery_task_id: str | None,
+) -> int | None:
+    """Insert an active row unless one exists; its id, or None when it collapsed."""
+    try:
+        with session.begin_nested():
+            row_id: int | None = session.scalar(
+                SQL["enqueue"],
+                {
+                    "task_type": task_type,
+                    "track_id": track_id,
+                    "priority": priority,
+                    "celery_task_id": celery_task_id,
+                },
+            )
+            return row_id
+    except IntegrityError as exc:
+        if isinstance(exc.orig, psycopg.errors.ForeignKeyViolation):
+            raise UnknownTrackError(f"{task_type}: there is no track {track_id}") from exc
+        raise
+
+
+def enqueue(
+    session: Session, app: Celery, task_type: str, track_id: int, *, priority: int = 0
+) -> int | None:
+    """Record a background task and publish its message once ``session`` commits.
+
+    Returns the new row's id, or None when an active row for (type, track) already exists
+    (the request collapsed into it).
+    """
+    name = ledger_task_name(app, task_type)
+    celery_task_id = str(uuid.uuid4())
+    row_id = enqueue_row(
+        session, task_type, track_id, priority=priority, celery_task_id=celery_task_id
+    )
+    if row_id is not None:
+        publish_after_commit(
+            session,
+            app.signature(
+                name,
+                args=(track_id,),
+                kwargs={"background_task_id": row_id},
+                task_id=celery_task_id,
+                priority=redis_priority(priority),
+            ),
+        )
+    return row_id
+
+
+def ledger_tasks(app: Celery) -> dict[str, str]:
+    """task_type -> registered task name, for every ledger task of ``app``."""
+    return {
+        task.task_type: name for name, task in app.tasks.items() if isinstance(task, LedgerTask)
+    }
+
+
+def ledger_task_name(app: Celery, task_type: str) -> str:
+    try:
+        return ledger_tasks(app)[task_type]
+    except KeyError:
+        raise PermanentError(
+            f"unknown background task type {task_type!r}; known: "
+            f"{', '.join(sorted(ledger_tasks(app)))}"
+        ) from None
+
+
+def time_limits(app: Celery) -> dict[str, int]:
+    """Each ledger task type's hard time limit: past it no run of the type is alive."""
+    return {task_type: family_of(name).time_limit for task_type, name in ledger_tasks(app).items()}
+
+
+def limit_params(app: Celery) -> dict[str, Any]:
+    return {"limits": json.dumps(time_limits(app)), "default_limit": FALLBACK.time_limit}
+
+
+def dispatch_pending(session_factory: Any, app: Celery, *, batch: int = 500) -> int:
+    """Publish a message for every pending row that has none; how many were published.
+
+    Each batch is taken (stamped with a message id) and committed before it is published:
+    a crash in between leaves rows that look published, and the rescuer's lost-message rule
+    publishes them again later. Nothing is published for rows the database did not keep.
+    """
+    names = ledger_tasks(app)
+    published = 0
+    while True:
+        with session_factory() as session:
+            rows = session.execute(SQL["take_undispatched"], {"batch": batch}).all()
+        if not rows:
+            return published
+        sent: set[int] = set()
+        try:
+            with app.producer_or_acquire() as producer:
+                for row in rows:
+                    name = names.get(row.task_type)
+                    if name is None:
+                        with session_factory() as session:
+                            session.execute(
+                                SQL["fail_unknown_type"],
+                                {
+                                    "id": row.id,
+                                    "error": f"unknown background task type {row.task_type!r}",
+                                },
+                            )
+                        sent.add(row.id)
+                        continue
+                    app.send_task(
+                        name,
+                        args=(row.track_id,),
+                        kwargs={"background_task_id": row.id},
+                        task_id=row.celery_task_id,
+                        priority=redis_priority(row.priority),
+                        producer=producer,
+                    )
+                    sent.add(row.id)
+                    published += 1
+        except Exception:
+            unsent = [row for row in rows if row.id not in sent]
+            with session_factory() as session:
+                session.execute(
+                    SQL["mark_undispatched"],
+                    {
+                        "ids": [row.id for row in unsent],
+                        "celery_task_ids": [row.celery_task_id for row in unsent],
+                    },
+                )
+            raise
+        if len(rows) < batch:
+            return published
