@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable
-from typing import TypeVar
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -19,3 +26,53 @@ def wait_for(probe: Callable[[], T], timeout: float = 20.0, interval: float = 0.
         if time.monotonic() > deadline:
             raise AssertionError(f"still {value!r} after {timeout} s")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def worker_process(
+    app: Any, queues: str, concurrency: int = 1
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real ``celery worker`` subprocess (prefork) on ``queues``, answering pings.
+
+    Its own process group, so a test can SIGKILL the whole worker, parent and children, as a
+    host failure would. Output goes to a file named in the failure message, if any.
+    """
+    name = f"{queues.replace(',', '-')}-{uuid.uuid4().hex[:6]}@test"
+    log = Path(os.environ["DATA_DIR"]).parent / f"{name}.log"
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker",
+        "worker",
+        "--queues",
+        queues,
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        "prefork",
+        "--hostname",
+        name,
+        "--loglevel",
+        "INFO",
+    ]
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: app.control.ping(destination=[name], timeout=0.5), timeout=60)
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

@@ -77,21 +77,21 @@ class LedgerTask(AutomationTask):
         track_id = kwargs["track_id"] if "track_id" in kwargs else args[0]
         try:
             row_id = kwargs.get("background_task_id") or self._row_for(track_id)
-            claimed = self._claim(row_id)
+            attempt = self._claim(row_id)
         except TRANSIENT_ERRORS as exc:
             raise self.retry(exc=exc) from exc
-        if not claimed:
+        if attempt is None:
             return {"background_task_id": row_id, "skipped": "claimed or finished elsewhere"}
         try:
             self._refuse_if_redelivered_too_often()
-            return self._run_and_complete(row_id, args, kwargs)
+            return self._run_and_complete(row_id, attempt, args, kwargs)
         except Retry as exc:
-            self._settle(SQL["release_for_retry"], row_id, error=_describe(exc))
+            self._settle(SQL["release_for_retry"], row_id, attempt, error=_describe(exc))
             raise
         except ClaimLostError:
             raise
         except BaseException as exc:
-            self._settle(SQL["fail"], row_id, error=_describe(exc))
+            self._settle(SQL["fail"], row_id, attempt, error=_describe(exc))
             raise
 
     def _row_for(self, track_id: int) -> int:
@@ -106,7 +106,8 @@ class LedgerTask(AutomationTask):
                 return int(row_id)
         raise RuntimeError(f"{self.name}: no stable ledger row for track {track_id}")
 
-    def _claim(self, row_id: int) -> bool:
+    def _claim(self, row_id: int) -> int | None:
+        """The attempt number this run holds the row with, or None if it is not ours."""
         request = self.request
         resumable = bool(request.retries) or getattr(request, "delivery", 1) > 1
         with session_scope() as session:
@@ -129,10 +130,12 @@ class LedgerTask(AutomationTask):
                 row_id,
                 "row no longer exists" if state is None else f"it is {state.status}",
             )
-            return False
-        return True
+            return None
+        return int(attempts)
 
-    def _run_and_complete(self, row_id: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _run_and_complete(
+        self, row_id: int, attempt: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         with session_scope() as session:
             result = self._run_with_session(session, args, kwargs)
             completed = execute_counted(
@@ -141,6 +144,7 @@ class LedgerTask(AutomationTask):
                 {
                     "id": row_id,
                     "celery_task_id": self.request.id,
+                    "attempt": attempt,
                     "result": json.dumps(result, default=str),
                 },
             )
@@ -150,12 +154,18 @@ class LedgerTask(AutomationTask):
                 )
         return result
 
-    def _settle(self, statement: Any, row_id: int, *, error: str) -> None:
+    def _settle(self, statement: Any, row_id: int, attempt: int, *, error: str) -> None:
         # Best effort: if the database is what failed, the rescuer settles the row later.
         try:
             with session_scope() as session:
                 session.execute(
-                    statement, {"id": row_id, "celery_task_id": self.request.id, "error": error}
+                    statement,
+                    {
+                        "id": row_id,
+                        "celery_task_id": self.request.id,
+                        "attempt": attempt,
+                        "error": error,
+                    },
                 )
         except Exception:
             log.warning("could not record the outcome of background task %s", row_id, exc_info=True)

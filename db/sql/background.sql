@@ -1,7 +1,8 @@
 -- The background-task ledger (worker/ledger.py, worker/dispatcher.py, tasks/cleanup.py).
 -- A row moves pending -> processing -> completed | failed. A message may act only on a row
--- it claims; every write after the claim names the message (celery_task_id), so a run that
--- lost its claim to a rescue can never overwrite the rescuer's outcome.
+-- it claims; every write after the claim names the claim (celery_task_id and the attempt
+-- number it took, a fencing token), so a run that lost its claim (to a rescue, a retry or
+-- a redelivery) can never overwrite what the newer claim does.
 
 -- name: enqueue
 -- Duplicates of an active (pending or processing) row collapse into it: nothing returned.
@@ -34,17 +35,20 @@ UPDATE background_tasks
 SET status = 'completed', completed_at = now(), result = CAST(:result AS jsonb),
     error_message = NULL
 WHERE id = :id AND status = 'processing' AND celery_task_id = :celery_task_id
+  AND attempts = :attempt
 
 -- name: fail
 UPDATE background_tasks
 SET status = 'failed', completed_at = now(), error_message = :error
-WHERE id = :id AND status IN ('pending', 'processing') AND celery_task_id = :celery_task_id
+WHERE id = :id AND status = 'processing' AND celery_task_id = :celery_task_id
+  AND attempts = :attempt
 
 -- name: release_for_retry
 -- The retry message (same id) is already on its way back: the row waits for it.
 UPDATE background_tasks
 SET status = 'pending', error_message = :error, enqueued_at = now()
 WHERE id = :id AND status = 'processing' AND celery_task_id = :celery_task_id
+  AND attempts = :attempt
 
 -- name: take_undispatched
 -- Rows with no message yet, most urgent first. SKIP LOCKED: two dispatchers (one per

@@ -1,0 +1,153 @@
+"""Audio features on synthesized signals, and the two audio analyses writing them to a track."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from db.models import Track
+from tasks.analysis import analyse_energy, detect_mood, mood_for
+from tasks.audio_features import (
+    AudioFeatures,
+    AudioUnreadableError,
+    extract_features,
+    read_audio,
+)
+from tests import audio
+from tests import factories as f
+from worker.settings import get_settings
+
+C_MAJOR = (261.63, 329.63, 392.00)
+A_MINOR = (220.00, 261.63, 329.63)
+
+
+def features_of(path: Path) -> AudioFeatures:
+    return extract_features(*read_audio(path, max_seconds=120))
+
+
+def test_loud_noise_has_more_energy_than_a_quiet_sine(tmp_path: Path) -> None:
+    quiet = features_of(audio.write(tmp_path / "quiet.wav", audio.sine(440, 0.05)))
+    loud = features_of(audio.write(tmp_path / "loud.wav", audio.noise(0.5)))
+
+    assert 0 <= quiet.energy < loud.energy <= 1
+    assert quiet.loudness_db == pytest.approx(-29.0, abs=0.5)  # 0.05 / sqrt(2) RMS
+    assert loud.loudness_db == pytest.approx(-6.0, abs=0.5)
+
+
+def test_a_click_track_at_120_bpm_measures_120_within_2(tmp_path: Path) -> None:
+    measured = features_of(audio.write(tmp_path / "clicks.wav", audio.click_track(120)))
+
+    assert measured.tempo == pytest.approx(120, abs=2)
+    assert measured.onset_rate == pytest.approx(2.0, abs=0.1)
+
+
+@pytest.mark.parametrize("bpm", [72, 95, 170])
+def test_other_tempos_are_found_without_halving_or_doubling(tmp_path: Path, bpm: int) -> None:
+    measured = features_of(audio.write(tmp_path / "clicks.wav", audio.click_track(bpm)))
+
+    assert measured.tempo == pytest.approx(bpm, abs=2)
+
+
+def test_a_steady_tone_has_no_tempo(tmp_path: Path) -> None:
+    assert features_of(audio.write(tmp_path / "tone.wav", audio.sine(440, 0.3))).tempo is None
+
+
+def test_a_major_chord_reads_as_major_and_a_minor_chord_as_minor(tmp_path: Path) -> None:
+    major = features_of(audio.write(tmp_path / "c.wav", audio.chord(*C_MAJOR)))
+    minor = features_of(audio.write(tmp_path / "am.wav", audio.chord(*A_MINOR)))
+
+    assert (major.key, major.mode) == ("C", "major") and major.mode_strength > 0
+    assert (minor.key, minor.mode) == ("A", "minor") and minor.mode_strength < 0
+
+
+def features(
+    energy: float, tempo: float | None, mode_strength: float, brightness: float
+) -> AudioFeatures:
+    return AudioFeatures(
+        duration_seconds=10,
+        loudness_db=-12,
+        onset_rate=2,
+        energy=energy,
+        tempo=tempo,
+        brightness_hz=brightness,
+        key="C",
+        mode="major" if mode_strength >= 0 else "minor",
+        mode_strength=mode_strength,
+    )
+
+
+@pytest.mark.parametrize(
+    ("energy", "tempo", "mode_strength", "brightness", "mood"),
+    [
+        (0.9, 170, -0.2, 1000, "energetic"),  # arousal 0.72 + 0.18: high whatever the key
+        (0.6, 120, 0.2, 3000, "happy"),  # arousal 0.58, valence 0.63 + 0.25
+        (0.6, 120, -0.2, 1000, "tense"),  # arousal 0.58, valence 0.07 + 0.05
+        (0.2, 70, 0.2, 2000, "calm"),  # arousal 0.18, valence 0.63 + 0.15
+        (0.2, 70, -0.2, 800, "melancholic"),  # arousal 0.18, valence 0.07 + 0.03
+    ],
+)
+def test_moods_follow_the_documented_arousal_valence_quadrants(
+    energy: float, tempo: float, mode_strength: float, brightness: float, mood: str
+) -> None:
+    assert mood_for(features(energy, tempo, mode_strength, brightness))[0] == mood
+
+
+def test_a_missing_file_and_a_file_that_is_not_audio_are_permanent_errors(
+    tmp_path: Path,
+) -> None:
+    text_file = tmp_path / "notes.wav"
+    text_file.write_text("not audio at all")
+
+    with pytest.raises(AudioUnreadableError, match="cannot read audio file"):
+        read_audio(tmp_path / "absent.wav", max_seconds=120)
+    with pytest.raises(AudioUnreadableError, match="cannot read audio file"):
+        read_audio(text_file, max_seconds=120)
+
+
+def test_energy_analysis_stores_energy_tempo_and_features_on_the_track(
+    session: Any, tmp_path: Path
+) -> None:
+    path = audio.write(tmp_path / "clicks.wav", audio.click_track(120))
+    track = f.track(session, f.artist(session), audio_path=str(path))
+    session.commit()
+
+    result = analyse_energy(session, track.id, get_settings())
+    session.commit()
+
+    stored = session.scalars(select(Track).where(Track.id == track.id)).one()
+    session.refresh(stored)
+    assert stored.tempo == pytest.approx(120, abs=2)
+    assert stored.energy_level == pytest.approx(result["energy"], abs=1e-4)
+    assert stored.audio_features["onset_rate"] == pytest.approx(2.0, abs=0.1)
+
+
+def test_mood_detection_stores_the_mood_with_the_features_it_used(
+    session: Any, tmp_path: Path
+) -> None:
+    # Quiet, slow, minor and dark: low arousal, low valence.
+    path = audio.write(tmp_path / "am.wav", audio.chord(*A_MINOR, amplitude=0.02))
+    track = f.track(session, f.artist(session), audio_path=str(path))
+    session.commit()
+
+    detect_mood(session, track.id, get_settings())
+    session.commit()
+
+    session.refresh(track)
+    assert track.mood == "melancholic"
+    assert track.audio_features["mood"] == "melancholic"
+    assert {"arousal", "valence", "energy", "mode_strength", "brightness_hz"} <= set(
+        track.audio_features
+    )
+
+
+def test_a_relative_audio_path_is_read_from_the_audio_directory(session: Any) -> None:
+    directory = get_settings().audio_directory
+    directory.mkdir(parents=True, exist_ok=True)
+    audio.write(directory / "relative.wav", audio.click_track(120, duration=8))
+    track = f.track(session, f.artist(session), audio_path="relative.wav")
+    session.commit()
+
+    assert analyse_energy(session, track.id, get_settings())["tempo"] == pytest.approx(120, abs=2)
