@@ -37,3 +37,26 @@ def test_a_message_is_dropped_when_its_transaction_rolls_back(app: Any, parking:
         raise RuntimeError("the work failed")
 
     assert parking() == 0
+
+
+def test_a_savepoint_commit_does_not_publish_before_the_transaction_commits(
+    app: Any, parking: Any
+) -> None:
+    with session_scope() as session:
+        with session.begin_nested():
+            session.execute(text("SELECT 1"))
+        publish_after_commit(session, app.signature("automation.status", queue=PARKING))
+        with session.begin_nested():  # a savepoint released after the message was queued
+            session.execute(text("SELECT 1"))
+        assert parking() == 0
+
+    assert parking() == 1
+
+
+def test_a_savepoint_rollback_keeps_the_messages_of_the_transaction(app: Any, parking: Any) -> None:
+    with session_scope() as session:
+        publish_after_commit(session, app.signature("automation.status", queue=PARKING))
+        with pytest.raises(Exception, match="division by zero"), session.begin_nested():
+            session.execute(text("SELECT 1 / 0"))
+
+    assert parking() == 1

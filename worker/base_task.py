@@ -132,12 +132,18 @@ def publish_after_commit(session: Session, signature: Signature) -> None:
     session.info.setdefault("publish_after_commit", []).append(signature)
 
 
+# Savepoints (begin_nested) commit and roll back inside the real transaction: only the
+# outermost commit makes rows visible to a worker, and only its rollback undoes them.
 @event.listens_for(Session, "after_commit")
 def _publish_pending(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
     for signature in session.info.pop("publish_after_commit", []):
         signature.apply_async()
 
 
 @event.listens_for(Session, "after_rollback")
 def _drop_pending(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
     session.info.pop("publish_after_commit", None)
