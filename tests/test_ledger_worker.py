@@ -232,3 +232,20 @@ def test_a_worker_killed_mid_task_is_rescued_and_completes_exactly_once(
         )
     ).all()
     assert finished == ["success"]
+
+
+def test_a_by_name_message_without_a_row_gets_one_and_runs_once(
+    session: Any, app: Any, clicks: str
+) -> None:
+    track = f.track(session, f.artist(session), audio_path=clicks, genre="rock")
+    session.execute(text("DELETE FROM background_tasks"))
+    session.commit()
+
+    # Another service, knowing only the public name and the track id.
+    sent = app.send_task("analysis.energy_analysis", kwargs={"track_id": track.id})
+
+    with worker_process(app, "analysis"):
+        (row,) = wait_for(lambda: settled(session, track_id=track.id), timeout=60)
+
+    assert (row.task_type, row.status, row.attempts) == ("energy_analysis", "completed", 1)
+    assert row.celery_task_id == sent.id
