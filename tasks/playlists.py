@@ -152,14 +152,16 @@ def _stage_chunk(session: Session, now: dt.datetime, users: dict[str, Any]) -> N
     session.execute(SQL["create_chunk_users"])
     if "user_id" in users:
         session.execute(SQL["stage_one_user"], users)
+        ids = {"lo": users["user_id"], "hi": users["user_id"] + 1}
     else:
         session.execute(SQL["stage_active_users"], {**users, "active_since": now - ACTIVE_WITHIN})
+        ids = {"lo": users["lo"], "hi": users["hi"]}
     # Temp tables are never auto-analyzed; each is analyzed as soon as it is filled, so the
     # statements that read it are planned for its real size (one user or a thousand).
     session.execute(text("ANALYZE chunk_users"))
     stages: list[tuple[str, dict[str, Any]]] = [
-        ("chunk_history", {"watermark": watermark or 0}),
-        ("chunk_recent", {"now": now, "month_start": now - dt.timedelta(days=30)}),
+        ("chunk_history", {**ids, "watermark": watermark or 0}),
+        ("chunk_recent", {**ids, "now": now, "month_start": now - dt.timedelta(days=30)}),
         ("chunk_taste", {"top_artists": TOP_ARTISTS, "top_genres": TOP_GENRES}),
     ]
     for table, params in stages:
