@@ -100,15 +100,20 @@ WITH recent AS (
 ), alike AS (
     -- Candidates carry what ranking and arranging need: no second trip to tracks.
     SELECT c.user_id, t.id AS track_id, t.artist_id, t.popularity
+    -- Each track once a user without a UNION's dedup of every candidate: a track has one
+    -- artist and one genre, so only a favourite artist's track in a pool could repeat.
     FROM chunk_taste c JOIN tracks t ON t.artist_id = c.artist_id
-    UNION
+    UNION ALL
     SELECT c.user_id, p.id, p.artist_id, p.popularity
     FROM chunk_taste c JOIN genre_pool p ON p.genre = c.genre
+    WHERE NOT EXISTS (SELECT 1 FROM chunk_taste a
+                      WHERE a.user_id = c.user_id AND a.artist_id = p.artist_id)
 ), similar_ranked AS (
+    -- float8 arithmetic (the same values as numeric's, which is slower per candidate).
     SELECT s.user_id, s.track_id, s.artist_id, 'similar' AS part,
            row_number() OVER (
                PARTITION BY s.user_id
-               ORDER BY coalesce(s.popularity, 0) / 100.0
+               ORDER BY coalesce(s.popularity, 0)::float8 / 100
                         + playlist_random(s.user_id, s.track_id, :seed) DESC, s.track_id
            ) AS pos
     FROM alike s
@@ -153,31 +158,31 @@ ORDER BY r.user_id, r.pos
 
 -- name: discovery_weekly
 -- Never played, in the user's top genres, released within the window; popularity plus
--- randomness.
+-- randomness. The pool carries the artist: no second trip to tracks per candidate.
 WITH pool AS (
-    SELECT g.genre, t.id, t.popularity
+    SELECT g.genre, t.id, t.artist_id, t.popularity
     FROM (SELECT DISTINCT genre FROM chunk_taste WHERE genre IS NOT NULL) g
     CROSS JOIN LATERAL (
         -- The genre's releases of the window (index on genre, release_date), best first.
-        SELECT id, popularity FROM tracks
+        SELECT id, artist_id, popularity FROM tracks
         WHERE genre = g.genre AND release_date > :released_after AND release_date <= :today
         ORDER BY popularity DESC NULLS LAST LIMIT :pool
     ) t
 ), ranked AS (
-    SELECT c.user_id, p.id AS track_id,
+    SELECT c.user_id, p.id AS track_id, p.artist_id,
            row_number() OVER (
                PARTITION BY c.user_id
-               ORDER BY coalesce(p.popularity, 0) / 100.0
+               ORDER BY coalesce(p.popularity, 0)::float8 / 100
                         + playlist_random(c.user_id, p.id, :seed) DESC, p.id
            ) AS pos
     FROM chunk_taste c JOIN pool p ON p.genre = c.genre
     WHERE NOT EXISTS (SELECT 1 FROM chunk_history h
                       WHERE h.user_id = c.user_id AND h.track_id = p.id)
 )
-SELECT r.user_id, r.track_id, t.artist_id, 'discovery' AS part
-FROM ranked r JOIN tracks t ON t.id = r.track_id
-WHERE r.pos <= :per_part
-ORDER BY r.user_id, r.pos
+SELECT user_id, track_id, artist_id, 'discovery' AS part
+FROM ranked
+WHERE pos <= :per_part
+ORDER BY user_id, pos
 
 -- name: new_for_you
 -- Released within the window by one of the user's favourite artists; newest first.
