@@ -1,5 +1,6 @@
 -- Smart playlists (tasks/playlists.py). Each chunk of users is worked in temp tables of its
--- own users only; every candidate query returns at most a few dozen ranked tracks a user.
+-- own users only; every candidate query returns at most a few dozen ranked tracks a user,
+-- as one row a user and part: (user_id, part, track ids, their artist ids), best first.
 -- playlist_random(user, track, seed) is the reproducible randomness (migration 0003).
 
 -- name: create_chunk_users
@@ -120,12 +121,15 @@ WITH recent AS (
     WHERE NOT EXISTS (SELECT 1 FROM chunk_recent r
                       WHERE r.user_id = s.user_id AND r.track_id = s.track_id)
 )
-SELECT r.user_id, r.track_id, t.artist_id, r.part, r.pos
-FROM recent r JOIN tracks t ON t.id = r.track_id
-WHERE r.pos <= :per_part
-UNION ALL
-SELECT user_id, track_id, artist_id, part, pos FROM similar_ranked WHERE pos <= :per_part
-ORDER BY 1, 4, 5
+SELECT user_id, part, array_agg(track_id ORDER BY pos), array_agg(artist_id ORDER BY pos)
+FROM (
+    SELECT r.user_id, r.track_id, t.artist_id, r.part, r.pos
+    FROM recent r JOIN tracks t ON t.id = r.track_id
+    WHERE r.pos <= :per_part
+    UNION ALL
+    SELECT user_id, track_id, artist_id, part, pos FROM similar_ranked WHERE pos <= :per_part
+) AS candidates
+GROUP BY user_id, part
 
 -- name: cold_start
 -- Users with no history at all: trending and popular tracks, shuffled per user. The
@@ -151,10 +155,11 @@ WITH cold AS (
            ) AS pos
     FROM cold c CROSS JOIN best b
 )
-SELECT r.user_id, r.track_id, t.artist_id, 'cold_start' AS part
+SELECT r.user_id, 'cold_start', array_agg(r.track_id ORDER BY r.pos),
+       array_agg(t.artist_id ORDER BY r.pos)
 FROM ranked r JOIN tracks t ON t.id = r.track_id
 WHERE r.pos <= :per_part
-ORDER BY r.user_id, r.pos
+GROUP BY r.user_id
 
 -- name: discovery_weekly
 -- Never played, in the user's top genres, released within the window; popularity plus
@@ -179,10 +184,9 @@ WITH pool AS (
     WHERE NOT EXISTS (SELECT 1 FROM chunk_history h
                       WHERE h.user_id = c.user_id AND h.track_id = p.id)
 )
-SELECT user_id, track_id, artist_id, 'discovery' AS part
-FROM ranked
-WHERE pos <= :per_part
-ORDER BY user_id, pos
+SELECT user_id, 'discovery', array_agg(track_id ORDER BY pos), array_agg(artist_id ORDER BY pos)
+FROM ranked WHERE pos <= :per_part
+GROUP BY user_id
 
 -- name: new_for_you
 -- Released within the window by one of the user's favourite artists; newest first.
@@ -197,9 +201,9 @@ WITH ranked AS (
     JOIN tracks t ON t.artist_id = c.artist_id
                  AND t.release_date > :released_after AND t.release_date <= :today
 )
-SELECT user_id, track_id, artist_id, 'new' AS part FROM ranked
-WHERE pos <= :per_part
-ORDER BY user_id, pos
+SELECT user_id, 'new', array_agg(track_id ORDER BY pos), array_agg(artist_id ORDER BY pos)
+FROM ranked WHERE pos <= :per_part
+GROUP BY user_id
 
 -- name: forgotten_favorites
 -- Played at least :min_plays times, and not once since :forgotten_before.
@@ -212,9 +216,9 @@ WITH ranked AS (
     FROM chunk_history h
     WHERE h.plays >= :min_plays AND h.last_at < :forgotten_before
 )
-SELECT user_id, track_id, artist_id, 'forgotten' AS part FROM ranked
-WHERE pos <= :per_part
-ORDER BY user_id, pos
+SELECT user_id, 'forgotten', array_agg(track_id ORDER BY pos), array_agg(artist_id ORDER BY pos)
+FROM ranked WHERE pos <= :per_part
+GROUP BY user_id
 
 -- name: replace_playlists
 -- The chunk's playlists of one type, replaced in the run's transaction: readers see the
