@@ -142,8 +142,10 @@ WITH cold AS (
     FROM trending_tracks WHERE rank <= :cold_pool
     UNION ALL
     SELECT id, coalesce(popularity, 0) / 100.0
+    -- Ties broken by id: many tracks share a popularity at the cut, and a parallel scan
+    -- returns them in any order, so a re-run could draw another mix.
     FROM (SELECT id, popularity FROM tracks
-          ORDER BY popularity DESC NULLS LAST LIMIT :cold_pool) p
+          ORDER BY popularity DESC NULLS LAST, id LIMIT :cold_pool) p
 ), best AS (
     SELECT track_id, max(base) AS base FROM pool GROUP BY track_id
 ), ranked AS (
