@@ -114,25 +114,29 @@ def arrange(parts: Sequence[tuple[Sequence[Candidate], int]], max_artist_run: in
     queues = [list(candidates) for candidates, _ in parts]
     quotas = [quota for _, quota in parts]
     taken = [0] * len(parts)
-    placed: list[Candidate] = []
+    placed: list[int] = []
     seen: set[int] = set()
+    # The artist the playlist ends with and how many in a row: kept as it grows, rather
+    # than rebuilt from the tail at every step (a chunk arranges a few thousand lists).
+    run_artist: int | None = None
+    run_length = 0
     while True:
-        open_parts = [i for i in range(len(parts)) if taken[i] < quotas[i] and queues[i]]
+        open_parts = [i for i, queue in enumerate(queues) if queue and taken[i] < quotas[i]]
         if not open_parts:
-            return [c.track_id for c in placed]
+            return placed
         part = min(open_parts, key=lambda i: (taken[i] / quotas[i], i))
-        recent_artists = {c.artist_id for c in placed[-max_artist_run:]}
-        run_full = len(placed) >= max_artist_run and len(recent_artists) == 1
-        for index, candidate in enumerate(queues[part]):
-            if candidate.track_id in seen:
-                continue
-            if run_full and candidate.artist_id in recent_artists:
+        queue = queues[part]
+        blocked = run_artist if run_length >= max_artist_run else None
+        for index, (track_id, artist_id) in enumerate(queue):
+            if track_id in seen or artist_id == blocked:
                 continue
             # Skipped ones stay queued: a track held back by an artist run fits later.
-            queues[part].pop(index)
-            placed.append(candidate)
-            seen.add(candidate.track_id)
+            del queue[index]
+            placed.append(track_id)
+            seen.add(track_id)
             taken[part] += 1
+            run_length = run_length + 1 if artist_id == run_artist else 1
+            run_artist = artist_id
             break
         else:
             queues[part] = []
