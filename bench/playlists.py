@@ -160,6 +160,11 @@ def main() -> None:
 
             client = create_app(Settings(database_url=url, redis_url=redis_url))
             while len(client.control.ping(timeout=1.0) or []) < len(workers):
+                if any(w.poll() is not None for w in workers):
+                    raise SystemExit(
+                        "a worker exited at start-up (is the database migrated? "
+                        "automation db upgrade)"
+                    )
                 time.sleep(0.5)
             fan_out, counts = timed(
                 lambda: client.send_task("playlists.generate_all", kwargs={"force": True}).get(
