@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import Any
 
 import psutil
 from sqlalchemy import create_engine, text
@@ -66,6 +67,15 @@ def peak_rss_mib(process: psutil.Process) -> float:
     """Peak resident memory of a process and its children (VmHWM), in MiB."""
     peaks = [peak_rss_kib(p.pid) for p in [process, *process.children(recursive=True)]]
     return max((kib / 1024 for kib in peaks if kib is not None), default=0.0)
+
+
+def wait_for_workers(client: Any, workers: list[subprocess.Popen[bytes]]) -> None:
+    while len(client.control.ping(timeout=1.0) or []) < len(workers):
+        if any(w.poll() is not None for w in workers):
+            raise SystemExit(
+                "a worker exited at start-up (is the database migrated? automation db upgrade)"
+            )
+        time.sleep(0.5)
 
 
 def main() -> None:
@@ -159,13 +169,7 @@ def main() -> None:
             from worker.settings import Settings
 
             client = create_app(Settings(database_url=url, redis_url=redis_url))
-            while len(client.control.ping(timeout=1.0) or []) < len(workers):
-                if any(w.poll() is not None for w in workers):
-                    raise SystemExit(
-                        "a worker exited at start-up (is the database migrated? "
-                        "automation db upgrade)"
-                    )
-                time.sleep(0.5)
+            wait_for_workers(client, workers)
             fan_out, counts = timed(
                 lambda: client.send_task("playlists.generate_all", kwargs={"force": True}).get(
                     timeout=3600
