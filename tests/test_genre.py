@@ -24,6 +24,14 @@ def analysed(
     )
 
 
+def audio_profiles(session: Any) -> None:
+    """Three analysed tracks each of a quiet, slow, dark genre and a loud, fast, bright one."""
+    others = f.artist(session, "Others", genres=[])
+    for _ in range(3):
+        analysed(session, others, "ambient", energy=0.2, tempo=80, bright=800)
+        analysed(session, others, "techno", energy=0.9, tempo=130, bright=3000)
+
+
 def test_the_genre_listed_for_the_artist_and_most_of_its_catalogue_wins(session: Any) -> None:
     band = f.artist(session, "Band", genres=["rock", "indie"])
     for genre in ["rock", "rock", "rock", "indie"]:
@@ -45,10 +53,7 @@ def test_the_genre_listed_for_the_artist_and_most_of_its_catalogue_wins(session:
 
 def test_a_tie_goes_to_the_genre_whose_audio_profile_is_nearest(session: Any) -> None:
     duo = f.artist(session, "Duo", genres=["ambient", "techno"])
-    others = f.artist(session, "Others", genres=[])
-    for _ in range(3):
-        analysed(session, others, "ambient", energy=0.2, tempo=80, bright=800)
-        analysed(session, others, "techno", energy=0.9, tempo=130, bright=3000)
+    audio_profiles(session)
     new = f.track(
         session,
         duo,
@@ -69,10 +74,7 @@ def test_without_artist_evidence_the_nearest_audio_profile_is_taken_with_low_con
     session: Any,
 ) -> None:
     unknown = f.artist(session, "Unknown", genres=[])
-    others = f.artist(session, "Others", genres=[])
-    for _ in range(3):
-        analysed(session, others, "ambient", energy=0.2, tempo=80, bright=800)
-        analysed(session, others, "techno", energy=0.9, tempo=130, bright=3000)
+    audio_profiles(session)
     new = f.track(
         session,
         unknown,

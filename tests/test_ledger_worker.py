@@ -49,6 +49,16 @@ def settled(session: Any, **where: Any) -> list[BackgroundTask]:
     return found if found and all(r.status in ("completed", "failed") for r in found) else []
 
 
+def one_energy_row(session: Any, app: Any, audio_path: str) -> tuple[Track, int]:
+    """A track and one queued energy analysis of it (the insert trigger's rows removed)."""
+    track = f.track(session, f.artist(session), audio_path=audio_path, genre="rock")
+    session.execute(text("DELETE FROM background_tasks"))
+    row_id = enqueue(session, app, "energy_analysis", track.id)
+    session.commit()
+    assert row_id is not None
+    return track, row_id
+
+
 def test_a_track_inserted_by_plain_sql_is_analysed_within_seconds(
     session: Any, app: Any, clicks: str
 ) -> None:
@@ -177,10 +187,7 @@ def release() -> Iterator[threading.Event]:
 def test_a_transient_database_failure_is_retried_and_completes(
     session: Any, app: Any, clicks: str, release: threading.Event
 ) -> None:
-    track = f.track(session, f.artist(session), audio_path=clicks, genre="rock")
-    session.execute(text("DELETE FROM background_tasks"))
-    row_id = enqueue(session, app, "energy_analysis", track.id)
-    session.commit()
+    track, row_id = one_energy_row(session, app, clicks)
     holder = hold_track_lock(track.id, release)
 
     with worker_process(app, "analysis"):
@@ -199,10 +206,7 @@ def test_a_transient_database_failure_is_retried_and_completes(
 def test_a_worker_killed_mid_task_is_rescued_and_completes_exactly_once(
     session: Any, app: Any, clicks: str, release: threading.Event
 ) -> None:
-    track = f.track(session, f.artist(session), audio_path=clicks, genre="rock")
-    session.execute(text("DELETE FROM background_tasks"))
-    row_id = enqueue(session, app, "energy_analysis", track.id)
-    session.commit()
+    track, row_id = one_energy_row(session, app, clicks)
     holder = hold_track_lock(track.id, release)
 
     with worker_process(app, "analysis") as doomed:
