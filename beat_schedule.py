@@ -39,6 +39,11 @@ SCHEDULE: dict[str, dict[str, Any]] = {
         "task": "trending.calculate",
         "schedule": crontab(hour="*/6", minute=0),
     },
+    "enrich-pending-listens": {
+        # Continues itself while a backlog remains; this entry restarts a dead chain.
+        "task": "enrichment.enrich_pending",
+        "schedule": crontab(minute=15),
+    },
     "rescue-stuck-background-tasks": {
         "task": "cleanup.stuck_tasks",
         "schedule": crontab(minute="*/10"),

@@ -137,23 +137,24 @@ def _isolated(engine: Any) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def celery_worker(app: Any) -> Iterator[Any]:
-    """A real worker, in this process, consuming every queue but the ledger's.
+    """A real worker, in this process, consuming every queue but the analysis and enrichment.
 
-    Ledger tasks (the analysis queue) run in worker subprocesses started by their tests,
-    which decide when a backlog is taken and may kill the worker mid-task.
+    Ledger tasks (the analysis queue) and enrichment tasks run in worker subprocesses
+    started by their tests, which decide when a backlog is taken, what Spotify the workers
+    talk to, and may kill a worker mid-task.
     """
     from celery.contrib.testing.worker import start_worker
 
     from worker.queues import INBOX_QUEUE, QUEUE_NAMES
 
-    ledger_queues = {"analysis"}
+    subprocess_queues = {"analysis", "enrichment"}
 
     with start_worker(
         app,
         pool="threads",
         concurrency=2,
         perform_ping_check=False,
-        queues=[q for q in (*QUEUE_NAMES, INBOX_QUEUE) if q not in ledger_queues],
+        queues=[q for q in (*QUEUE_NAMES, INBOX_QUEUE) if q not in subprocess_queues],
         loglevel="WARNING",
         shutdown_timeout=30,
     ) as worker:

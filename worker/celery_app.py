@@ -24,6 +24,7 @@ TASK_MODULES = [
     "tasks.analysis",
     "tasks.automation",
     "tasks.cleanup",
+    "tasks.enrichment",
     "tasks.listening",
     "tasks.playlists",
     "tasks.trending",

@@ -7,12 +7,18 @@ LISTENs, and on a notification (or every ``BACKGROUND_DISPATCH_INTERVAL_SECONDS`
 one was missed while it reconnected) publishes every undispatched row. Several workers may
 run one each; ``FOR UPDATE SKIP LOCKED`` gives each row to one of them. No process of its
 own: it lives and dies with the worker.
+
+Other families register sources of their own the same way (``register_source``): the
+enrichment's completed uploads are one. A worker's dispatcher serves the sources whose
+queues that worker consumes.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -29,17 +35,36 @@ log = logging.getLogger(__name__)
 CHANNEL = "background_tasks"
 
 
+@dataclass(frozen=True)
+class Source:
+    """Rows that wait for a message: a NOTIFY channel and how to publish what waits."""
+
+    channel: str
+    queues: Callable[[Celery], set[str]]  # a worker consuming any of these serves it
+    dispatch: Callable[[Celery], int]  # publish what waits; how many were published
+
+
+_sources: dict[str, Source] = {}
+
+
+def register_source(source: Source) -> None:
+    _sources[source.channel] = source
+
+
 def conninfo(database_url: str) -> str:
     """A libpq connection string for psycopg from our SQLAlchemy URL."""
     return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class Dispatcher(threading.Thread):
-    def __init__(self, app: Celery, database_url: str, interval: float) -> None:
-        super().__init__(name="ledger-dispatcher", daemon=True)
+    def __init__(
+        self, app: Celery, database_url: str, interval: float, sources: list[Source]
+    ) -> None:
+        super().__init__(name="dispatcher", daemon=True)
         self.app = app
         self.conninfo = conninfo(database_url)
         self.interval = interval
+        self.sources = sources
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -47,19 +72,24 @@ class Dispatcher(threading.Thread):
         while not self.stopping.is_set():
             try:
                 with psycopg.connect(self.conninfo, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
+                    for source in self.sources:
+                        conn.execute(f"LISTEN {source.channel}")
                     backoff = 1.0
                     while not self.stopping.is_set():
-                        published = dispatch_pending(session_scope, self.app)
-                        if published:
-                            log.info("dispatched %d background task(s)", published)
+                        self.dispatch_all()
                         # Wake on the first notification, or after the interval regardless.
                         for _ in conn.notifies(timeout=self.interval, stop_after=1):
                             pass
             except Exception:
-                log.exception("ledger dispatcher: retrying in %.0f s", backoff)
+                log.exception("dispatcher: retrying in %.0f s", backoff)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 60.0)
+
+    def dispatch_all(self) -> None:
+        for source in self.sources:
+            published = source.dispatch(self.app)
+            if published:
+                log.info("dispatched %d message(s) for %s", published, source.channel)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -73,14 +103,27 @@ def ledger_queues(app: Celery) -> set[str]:
     return {home_queue(name) for name in ledger_tasks(app).values()}
 
 
+register_source(
+    Source(
+        CHANNEL,
+        queues=ledger_queues,
+        dispatch=lambda app: dispatch_pending(session_scope, app),
+    )
+)
+
+
 @signals.worker_ready.connect
 def _start_dispatcher(sender: Any, **_: Any) -> None:
     consumed = {queue.name for queue in sender.task_consumer.queues}
-    if "dispatcher" in _running or not consumed & ledger_queues(sender.app):
+    sources = [s for s in _sources.values() if consumed & s.queues(sender.app)]
+    if "dispatcher" in _running or not sources:
         return
     settings = get_settings()
     dispatcher = Dispatcher(
-        sender.app, settings.database_url, settings.background_dispatch_interval_seconds
+        sender.app,
+        settings.database_url,
+        settings.background_dispatch_interval_seconds,
+        sources,
     )
     dispatcher.start()
     _running["dispatcher"] = dispatcher

@@ -67,13 +67,47 @@ class Settings(BaseSettings):
         description="Deliveries of one message that died with its worker before it is refused.",
     )
 
-    # Spotify (issue 6 uses these)
+    # Spotify enrichment (tasks/enrichment.py)
     spotify_client_id: str | None = None
     spotify_client_secret: SecretStr | None = None
-    spotify_api_url: str = "https://api.spotify.com/v1/"
+    spotify_api_url: str = Field(
+        default="https://api.spotify.com/v1/", description="Web API base (a stand-in in tests)."
+    )
     spotify_token_url: str = "https://accounts.spotify.com/api/token"
-    spotify_requests_per_minute: int = Field(default=180, ge=1)
-    token_encryption_key: SecretStr | None = None
+    spotify_requests_per_minute: int = Field(
+        default=180, ge=1, description="Shared by every worker and host (one Redis limiter)."
+    )
+    spotify_rate_window_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=60,
+        description="Spotify counts over a rolling 30 s: at most the per-minute share of it.",
+    )
+    spotify_request_timeout_seconds: float = Field(default=10.0, gt=0)
+    spotify_max_inline_wait_seconds: float = Field(
+        default=35.0,
+        ge=0,
+        description="Longer waits (a 429's Retry-After) end the run and reschedule it.",
+    )
+    spotify_match_threshold: float = Field(
+        default=0.85, gt=0, le=1, description="Least similarity of a non-exact match."
+    )
+    spotify_retry_not_found_after_hours: float = Field(
+        default=14 * 24, gt=0, description="A song Spotify did not have is asked about again."
+    )
+    spotify_max_attempts: int = Field(
+        default=5, ge=1, description="Failed requests (5xx, network) for one song, then failed."
+    )
+    enrichment_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Songs one step asks Spotify about."
+    )
+    enrichment_stall_alert_hours: float = Field(
+        default=2.0, gt=0, description="Alert when a backlog has seen no progress this long."
+    )
+    token_encryption_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key(s), comma-separated: the first encrypts, all decrypt.",
+    )
     alert_webhook_url: str | None = None
 
     # Analytics and playlists (issues 3 and 4 use these)
@@ -148,6 +182,31 @@ class Settings(BaseSettings):
             raise ValueError("must be user:password")
         return value
 
+    @field_validator("token_encryption_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from cryptography.fernet import Fernet
+
+            for key in value.get_secret_value().split(","):
+                try:
+                    Fernet(key.strip())
+                except ValueError:
+                    raise ValueError(
+                        "must be Fernet keys (32 url-safe base64 bytes), comma-separated; "
+                        "make one with `automation spotify new-key`"
+                    ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _rate_window_holds_a_request(self) -> Settings:
+        if self.spotify_rate_budget < 1:
+            raise ValueError(
+                "SPOTIFY_RATE_WINDOW_SECONDS: too short for SPOTIFY_REQUESTS_PER_MINUTE "
+                "(the window must allow at least one request)"
+            )
+        return self
+
     @model_validator(mode="after")
     def _production_needs_explicit_services(self) -> Settings:
         # In production an unset URL is a mistake, not a request for the embedded stack.
@@ -156,6 +215,11 @@ class Settings(BaseSettings):
                 if name not in self.model_fields_set:
                     raise ValueError(f"{name.upper()}: required when ENVIRONMENT=production")
         return self
+
+    @property
+    def spotify_rate_budget(self) -> int:
+        """Requests allowed in one rate window: its share of the per-minute limit."""
+        return int(self.spotify_requests_per_minute * self.spotify_rate_window_seconds // 60)
 
     @property
     def audio_directory(self) -> Path:

@@ -14,6 +14,7 @@ from db.models.base import Base
 from db.models.imports import Listen, SpotifyToken, UploadJob
 from db.models.music import Album, Artist, PlayHistory, Track, User
 from db.models.operations import BackgroundTask, DeadLetter, TaskRun
+from db.models.spotify import SpotifyArtist, SpotifyMatch, SpotifyTrack
 
 __all__ = [
     "PLAYLIST_TYPES",
@@ -27,7 +28,10 @@ __all__ = [
     "ListeningStatsDirty",
     "PlayHistory",
     "SmartPlaylist",
+    "SpotifyArtist",
+    "SpotifyMatch",
     "SpotifyToken",
+    "SpotifyTrack",
     "TaskRun",
     "Track",
     "TrendingTrack",

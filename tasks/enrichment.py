@@ -1,0 +1,300 @@
+"""Spotify enrichment tasks: ``enrichment.enrich_pending``, ``enrich_upload``, ``progress``.
+
+- ``enrichment.enrich_pending(batch_size)``: hourly from beat. While a backlog remains it
+  continues itself, run after run, instead of waiting for the next hour; after a long
+  429 it continues when the pause ends. One chain at a time: the running link holds a
+  baton in Redis and hands it to the next link it publishes, so beat's hourly run finds
+  it held and steps aside. A chain that died (its worker killed) lets the baton expire,
+  and the next hourly run takes over.
+- ``enrichment.enrich_upload(upload_id)``: published by the enrichment workers'
+  dispatcher as soon as an upload becomes completed, however that happened (a trigger
+  NOTIFYs it; migration 0005). It works on that upload's songs only, beside the chain;
+  claims keep the two from asking about the same song.
+- ``enrichment.progress(user_id=None)``: how far enrichment is, overall or for one user.
+
+The hourly run also raises the stall alert: a backlog that has seen no progress for
+ENRICHMENT_STALL_ALERT_HOURS is logged at error level and, once per stall, posted to
+ALERT_WEBHOOK_URL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpx
+import redis
+from celery import Celery
+from sqlalchemy.orm import Session
+
+from db.models import UploadJob
+from db.session import session_scope
+from db.sql import queries
+from tasks.enrichment_run import Accounts, EnrichmentReport, enrich
+from tasks.spotify_accounts import TokenCipher, spotipy_refresher
+from tasks.spotify_api import SpotifyCatalog, rate_limiter
+from worker.base_task import AutomationTask, PermanentError, publish_after_commit
+from worker.celery_app import app
+from worker.dispatcher import Source, register_source
+from worker.queues import family_of, home_queue
+from worker.redis_client import get_redis
+from worker.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+SQL = queries("enrichment")
+FAMILY = family_of("enrichment.enrich_pending")
+# A run stops asking with time to spare before the soft time limit.
+RUN_BUDGET_SECONDS = FAMILY.soft_time_limit - 120
+# A claimed key is held at most as long as a run can live.
+LEASE_SECONDS = FAMILY.time_limit
+# A continuation waits at most this long on the broker; a longer pause is re-checked
+# then (far-future ETAs do not belong in Redis, CELERY-PITFALLS.md #1).
+MAX_COUNTDOWN_SECONDS = 3600
+BATON_KEY = "enrichment:pending:baton"
+STALL_ALERTED_KEY = "enrichment:stall-alerted"
+
+
+class UnknownUploadError(PermanentError):
+    pass
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# -- the chain's baton -------------------------------------------------------------------
+
+_TAKE_OR_KEEP = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return 1
+end
+return 0
+"""
+_HAND_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    if ARGV[2] == '' then
+        redis.call('DEL', KEYS[1])
+    else
+        redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+    end
+    return 1
+end
+return 0
+"""
+
+
+class Baton:
+    """Who may run the enrich_pending chain now: a lease in Redis, passed link to link."""
+
+    def __init__(self, client: redis.Redis, key: str = BATON_KEY) -> None:
+        self._take = client.register_script(_TAKE_OR_KEEP)
+        self._pass = client.register_script(_HAND_OVER)
+        self.key = key
+
+    def take(self, holder: str, ttl_seconds: float) -> bool:
+        return bool(self._take(keys=[self.key], args=[holder, int(ttl_seconds * 1000)]))
+
+    def hand_over(self, holder: str, successor: str, ttl_seconds: float) -> bool:
+        return bool(self._pass(keys=[self.key], args=[holder, successor, int(ttl_seconds * 1000)]))
+
+    def release(self, holder: str) -> bool:
+        return bool(self._pass(keys=[self.key], args=[holder, "", 0]))
+
+
+# -- building a run -------------------------------------------------------------------------
+
+
+def run_enrichment(
+    session: Session, settings: Settings, *, upload_id: int | None, batch_size: int
+) -> EnrichmentReport:
+    catalog = SpotifyCatalog(settings, get_redis())
+    accounts = Accounts(
+        cipher_factory=lambda: TokenCipher.from_settings(settings),
+        refresher=spotipy_refresher(settings),
+    )
+    return enrich(
+        session,
+        catalog,
+        utc_now,
+        settings,
+        accounts=accounts,
+        upload_id=upload_id,
+        batch_size=batch_size,
+        budget_seconds=RUN_BUDGET_SECONDS,
+        lease_seconds=LEASE_SECONDS,
+    )
+
+
+def countdown(report: EnrichmentReport) -> float:
+    return min(report.resume_in or 0.0, MAX_COUNTDOWN_SECONDS)
+
+
+# -- tasks ------------------------------------------------------------------------------------
+
+
+@app.task(name="enrichment.enrich_pending", bind=True)
+def enrich_pending(self: AutomationTask, batch_size: int | None = None) -> dict[str, Any]:
+    settings = get_settings()
+    alert_if_stalled(self.session, utc_now(), settings, get_redis())
+    me = self.request.id or str(uuid.uuid4())
+    baton = Baton(get_redis())
+    if not baton.take(me, LEASE_SECONDS):
+        return {"status": "skipped", "reason": "an enrich_pending chain is already running"}
+    size = batch_size or settings.enrichment_batch_size
+    report = run_enrichment(self.session, settings, upload_id=None, batch_size=size)
+    if report.status == "done":
+        baton.release(me)
+    else:
+        successor = str(uuid.uuid4())
+        wait = countdown(report)
+        baton.hand_over(me, successor, wait + LEASE_SECONDS)
+        publish_after_commit(
+            self.session,
+            enrich_pending.signature(
+                kwargs={"batch_size": batch_size}, task_id=successor, countdown=wait
+            ),
+        )
+    return asdict(report)
+
+
+@app.task(name="enrichment.enrich_upload", bind=True)
+def enrich_upload(self: AutomationTask, upload_id: int) -> dict[str, Any]:
+    upload = self.session.get(UploadJob, upload_id)
+    if upload is None:
+        raise UnknownUploadError(f"no upload_jobs row {upload_id}")
+    if upload.status != "completed":
+        return {"status": "skipped", "reason": f"upload {upload_id} is {upload.status}"}
+    settings = get_settings()
+    report = run_enrichment(
+        self.session, settings, upload_id=upload_id, batch_size=settings.enrichment_batch_size
+    )
+    if report.status != "done":
+        publish_after_commit(
+            self.session,
+            enrich_upload.signature(args=(upload_id,), countdown=countdown(report)),
+        )
+    return {"upload_id": upload_id, **asdict(report)}
+
+
+@app.task(name="enrichment.progress", bind=True)
+def progress(self: AutomationTask, user_id: int | None = None) -> dict[str, Any]:
+    return enrichment_progress(self.session, user_id)
+
+
+# -- monitoring -------------------------------------------------------------------------------
+
+
+def enrichment_progress(session: Session, user_id: int | None = None) -> dict[str, Any]:
+    """Listens by enrichment status, with the share already enriched (not pending)."""
+    if user_id is None:
+        rows = session.execute(SQL["progress_by_status"]).all()
+    else:
+        rows = session.execute(SQL["user_progress_by_status"], {"user_id": user_id}).all()
+    by_status = {status: 0 for status in ("pending", "matched", "not_found", "failed")}
+    by_status.update({row.status: int(row.listens) for row in rows})
+    total = sum(by_status.values())
+    enriched = total - by_status["pending"]
+    report: dict[str, Any] = {
+        "user_id": user_id,
+        "total": total,
+        "enriched": enriched,
+        "percentage": round(100.0 * enriched / total, 1) if total else 100.0,
+        **by_status,
+    }
+    if user_id is None:
+        report["largest_backlogs"] = [
+            {"user_id": r.user_id, "pending": int(r.pending), "connected": bool(r.live)}
+            for r in session.execute(SQL["largest_backlogs"], {"limit": 10})
+        ]
+        connections = session.execute(SQL["connections"]).one()
+        report["connections"] = {"live": connections.live, "revoked": connections.revoked}
+    return report
+
+
+def spotify_pause(settings: Settings, client: redis.Redis) -> dict[str, Any] | None:
+    """The shared 429 pause, if one is on: what status shows."""
+    wait = rate_limiter(settings, client).paused()
+    return None if wait is None else {"seconds": round(wait.seconds, 1), "reason": wait.reason}
+
+
+@dataclass(frozen=True)
+class Stall:
+    backlog: int
+    last_progress: dt.datetime
+
+    def message(self, now: dt.datetime) -> str:
+        hours = (now - self.last_progress).total_seconds() / 3600
+        return (
+            f"Spotify enrichment stalled: {self.backlog} listens waiting and none enriched "
+            f"for {hours:.1f} h (last progress {self.last_progress.isoformat()})"
+        )
+
+
+def find_stall(session: Session, now: dt.datetime, after: dt.timedelta) -> Stall | None:
+    row = session.execute(SQL["stall"]).one()
+    if not row.backlog or row.last_progress is None or now - row.last_progress < after:
+        return None
+    return Stall(int(row.backlog), row.last_progress)
+
+
+def alert_if_stalled(
+    session: Session, now: dt.datetime, settings: Settings, client: redis.Redis
+) -> Stall | None:
+    """Log a stall at error level; post it to ALERT_WEBHOOK_URL once per stall."""
+    stall = find_stall(session, now, dt.timedelta(hours=settings.enrichment_stall_alert_hours))
+    if stall is None:
+        return None
+    message = stall.message(now)
+    log.error(message)
+    episode = stall.last_progress.isoformat()
+    if settings.alert_webhook_url and client.get(STALL_ALERTED_KEY) != episode.encode():
+        try:
+            httpx.post(
+                settings.alert_webhook_url,
+                json={
+                    "alert": "enrichment_stalled",
+                    "text": message,
+                    "backlog": stall.backlog,
+                    "last_progress": episode,
+                },
+                timeout=10,
+            ).raise_for_status()
+        except httpx.HTTPError as exc:
+            # The log line above stands; the next hourly run tries the webhook again.
+            log.error("stall alert not delivered to ALERT_WEBHOOK_URL: %s", exc)
+        else:
+            client.set(STALL_ALERTED_KEY, episode, ex=7 * 24 * 3600)
+    return stall
+
+
+# -- the dispatcher's source: completed uploads --------------------------------------------
+
+
+def dispatch_completed_uploads(celery_app: Celery, *, limit: int = 100) -> int:
+    """Publish enrich_upload for every completed upload that has not had one."""
+    published = 0
+    while True:
+        with session_scope() as session:
+            ids = list(session.scalars(SQL["take_completed_uploads"], {"limit": limit}))
+            for upload_id in ids:
+                publish_after_commit(
+                    session, celery_app.signature("enrichment.enrich_upload", args=(upload_id,))
+                )
+        published += len(ids)
+        if len(ids) < limit:
+            return published
+
+
+register_source(
+    Source(
+        "upload_jobs_completed",
+        queues=lambda _app: {home_queue("enrichment.enrich_upload")},
+        dispatch=dispatch_completed_uploads,
+    )
+)
