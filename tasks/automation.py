@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from db.models import BackgroundTask, DeadLetter, SmartPlaylist, TaskRun, TrendingTrack
 from db.sql import queries
+from tasks.enrichment_monitor import enrichment_progress, spotify_pause
 from worker.base_task import AutomationTask, PermanentError
 from worker.celery_app import app
 from worker.ledger import limit_params
@@ -159,6 +160,7 @@ def build_status(session: Session, celery_app: Celery, now: dt.datetime) -> dict
             "latest_generated_at": _iso(playlist_totals[1]),
         },
         "trending": {"tracks": trending[0], "last_calculated_at": _iso(trending[1])},
+        "enrichment": enrichment_progress(session),
         "task_runs_24h": _counts(session, TaskRun.status, TaskRun.started_at >= day_ago),
         "dead_letters": {"total": dead[0], "latest_at": _iso(dead[1])},
         "schedule": _schedule(session, celery_app, now),
@@ -183,6 +185,7 @@ def collect_status(
     try:
         with redis.Redis.from_url(redis_url, socket_connect_timeout=3) as client:
             report["queues"] = queue_depths(client)
+            report["enrichment"]["spotify_paused"] = spotify_pause(get_settings(), client)
     except redis.RedisError as exc:
         report["queues"] = {"error": f"Redis unavailable: {exc}"}
     return report

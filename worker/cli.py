@@ -1,4 +1,4 @@
-"""``automation``: the operators' command line (up, db, seed, trigger, status)."""
+"""``automation``: the operators' command line (up, db, seed, trigger, status, spotify)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ class _OperatorGroup(click.Group):
         from sqlalchemy.engine import make_url
 
         from db.migrate import SchemaBehindError
+        from worker.base_task import PermanentError
         from worker.embedded import ServiceStartError
 
         settings = get_settings()
@@ -40,7 +41,7 @@ class _OperatorGroup(click.Group):
                 f"cannot reach Redis at {settings.redis_url}: {exc} (is the stack up? "
                 "`automation up` starts it)"
             ) from None
-        except (SchemaBehindError, ServiceStartError) as exc:
+        except (SchemaBehindError, ServiceStartError, PermanentError) as exc:
             raise click.ClickException(str(exc)) from None
 
 
@@ -214,6 +215,7 @@ def render_status(report: dict[str, Any]) -> str:
         f"latest generated {pl['latest_generated_at'] or 'never'}",
         f"trending:         {tr['tracks']} tracks; last calculated "
         f"{tr['last_calculated_at'] or 'never'}",
+        *_enrichment_lines(report["enrichment"]),
         f"task runs (24 h): {counts(report['task_runs_24h'])}",
         f"dead letters:     {report['dead_letters']['total']}"
         + (
@@ -242,6 +244,82 @@ def render_status(report: dict[str, Any]) -> str:
             f"{last_text}"
         )
     return "\n".join(lines)
+
+
+def _enrichment_lines(enrichment: dict[str, Any]) -> list[str]:
+    connections = enrichment["connections"]
+    lines = [
+        f"enrichment:       {enrichment['enriched']:,} of {enrichment['total']:,} listens "
+        f"enriched ({enrichment['percentage']}%): matched {enrichment['matched']:,}, "
+        f"not found {enrichment['not_found']:,}, failed {enrichment['failed']:,}, "
+        f"pending {enrichment['pending']:,}; Spotify connections {connections['live']} "
+        f"live, {connections['revoked']} revoked"
+    ]
+    paused = enrichment.get("spotify_paused")
+    if paused:
+        lines.append(
+            f"  Spotify requests paused for {paused['seconds']:.0f} s ({paused['reason']})"
+        )
+    backlogs = enrichment["largest_backlogs"]
+    if backlogs:
+        lines.append(
+            "  largest backlogs: "
+            + ", ".join(
+                f"user {b['user_id']} {b['pending']:,}"
+                + ("" if b["connected"] else " (not connected)")
+                for b in backlogs
+            )
+        )
+    return lines
+
+
+@main.group()
+def spotify() -> None:
+    """Users' Spotify connections (refresh tokens are stored encrypted)."""
+
+
+@spotify.command("connect")
+@click.argument("user_id", type=int)
+def spotify_connect(user_id: int) -> None:
+    """Store USER_ID's Spotify refresh token, read from standard input."""
+    from db.session import session_scope
+    from tasks.spotify_accounts import TokenCipher, connect
+
+    refresh_token = sys.stdin.readline().strip()
+    if not refresh_token:
+        raise click.ClickException("no refresh token on standard input")
+    settings = get_settings()
+    with session_scope() as session:
+        connect(
+            session,
+            TokenCipher.from_settings(settings),
+            user_id,
+            refresh_token,
+            dt.datetime.now(dt.UTC),
+        )
+    click.echo(f"user {user_id}: Spotify connected; their listens are enriched from now on")
+
+
+@spotify.command("disconnect")
+@click.argument("user_id", type=int)
+def spotify_disconnect(user_id: int) -> None:
+    """Revoke USER_ID's Spotify connection: tokens wiped, enrichment stops."""
+    from db.session import session_scope
+    from tasks.spotify_accounts import revoke
+
+    with session_scope() as session:
+        revoked = revoke(session, user_id, dt.datetime.now(dt.UTC), "disconnected by an operator")
+    if not revoked:
+        raise click.ClickException(f"user {user_id} has no live Spotify connection")
+    click.echo(f"user {user_id}: Spotify disconnected; tokens wiped")
+
+
+@spotify.command("new-key")
+def spotify_new_key() -> None:
+    """Print a new TOKEN_ENCRYPTION_KEY (prepend it to the old ones to rotate)."""
+    from tasks.spotify_accounts import new_key
+
+    click.echo(new_key())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,327 @@
+"""Operating enrichment: connecting users, progress, status, the stall alert, the chain."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import redis
+from click.testing import CliRunner
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from db.models import SpotifyToken
+from tasks.enrichment import BATON_KEY, Baton, dispatch_completed_uploads, enrich_pending
+from tasks.enrichment_monitor import STALL_ALERTED_KEY, alert_if_stalled, enrichment_progress
+from tests.enrichment_support import (
+    NOW,
+    TOKEN_KEY,
+    add_listens,
+    cipher,
+    new_user,
+    upload,
+)
+from worker.cli import main, render_status
+from worker.settings import Settings, get_settings
+
+
+@pytest.fixture
+def with_token_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The CLI reads TOKEN_ENCRYPTION_KEY from the environment, as in production."""
+    monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _no_chain_or_alert_state(redis_client: redis.Redis) -> Iterator[None]:
+    redis_client.delete(BATON_KEY, STALL_ALERTED_KEY)
+    yield
+    redis_client.delete(BATON_KEY, STALL_ALERTED_KEY)
+
+
+def set_statuses(session: Session, user_id: int, **counts: int) -> None:
+    for status, n in counts.items():
+        add_listens(session, user_id, [("Band", f"{status} {i}") for i in range(n)])
+        session.execute(
+            text(
+                "UPDATE listens SET enrichment_status = :s, "
+                "enriched_at = CASE WHEN :s = 'pending' THEN NULL ELSE :at END "
+                "WHERE track_name LIKE :prefix AND user_id = :u"
+            ),
+            {"s": status, "at": NOW, "prefix": f"{status} %", "u": user_id},
+        )
+
+
+# -- connecting users from the command line ---------------------------------------------
+
+
+@pytest.mark.usefixtures("with_token_key")
+def test_spotify_connect_stores_the_refresh_token_encrypted(session: Session) -> None:
+    user_id = new_user(session)
+    session.commit()
+
+    outcome = CliRunner().invoke(main, ["spotify", "connect", str(user_id)], input="secret-rt\n")
+
+    assert outcome.exit_code == 0, outcome.output
+    token = session.scalars(select(SpotifyToken)).one()
+    assert token.refresh_token_encrypted is not None
+    assert "secret-rt" not in token.refresh_token_encrypted
+    assert cipher().decrypt(token.refresh_token_encrypted) == "secret-rt"
+    assert token.revoked_at is None
+
+
+def test_spotify_connect_without_a_key_says_how_to_make_one(session: Session) -> None:
+    user_id = new_user(session)
+    session.commit()
+
+    outcome = CliRunner().invoke(main, ["spotify", "connect", str(user_id)], input="rt\n")
+
+    assert outcome.exit_code == 1
+    assert "TOKEN_ENCRYPTION_KEY is not set" in outcome.output
+    assert "automation spotify new-key" in outcome.output
+
+
+@pytest.mark.usefixtures("with_token_key")
+def test_spotify_connect_for_an_unknown_user_fails_in_one_line() -> None:
+    outcome = CliRunner().invoke(main, ["spotify", "connect", "999999"], input="rt\n")
+
+    assert outcome.exit_code == 1
+    assert outcome.output.strip() == "Error: no user 999999"
+
+
+@pytest.mark.usefixtures("with_token_key")
+def test_spotify_disconnect_revokes_the_connection_and_wipes_its_tokens(
+    session: Session,
+) -> None:
+    user_id = new_user(session)
+    session.commit()
+    CliRunner().invoke(main, ["spotify", "connect", str(user_id)], input="rt\n")
+
+    outcome = CliRunner().invoke(main, ["spotify", "disconnect", str(user_id)])
+    again = CliRunner().invoke(main, ["spotify", "disconnect", str(user_id)])
+
+    assert outcome.exit_code == 0, outcome.output
+    token = session.scalars(select(SpotifyToken)).one()
+    assert token.revoked_at is not None
+    assert token.revoked_reason == "disconnected by an operator"
+    assert token.refresh_token_encrypted is None
+    assert again.exit_code == 1
+    assert "no live Spotify connection" in again.output
+
+
+@pytest.mark.usefixtures("with_token_key")
+def test_connecting_again_after_a_revocation_starts_a_new_connection(session: Session) -> None:
+    user_id = new_user(session)
+    session.commit()
+    CliRunner().invoke(main, ["spotify", "connect", str(user_id)], input="old\n")
+    CliRunner().invoke(main, ["spotify", "disconnect", str(user_id)])
+
+    CliRunner().invoke(main, ["spotify", "connect", str(user_id)], input="new\n")
+
+    token = session.scalars(select(SpotifyToken)).one()
+    assert token.revoked_at is None and token.revoked_reason is None
+    assert token.refresh_token_encrypted is not None
+    assert cipher().decrypt(token.refresh_token_encrypted) == "new"
+
+
+def test_a_new_key_is_a_usable_fernet_key() -> None:
+    outcome = CliRunner().invoke(main, ["spotify", "new-key"])
+
+    assert outcome.exit_code == 0
+    Settings(token_encryption_key=outcome.output.strip())  # validates
+
+
+def test_a_malformed_key_is_refused_at_start_up_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker.settings import SettingsError, load_settings
+
+    monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", "not-a-key")
+
+    with pytest.raises(SettingsError, match="TOKEN_ENCRYPTION_KEY: must be Fernet keys"):
+        load_settings()
+
+
+# -- progress and status ---------------------------------------------------------------------
+
+
+def test_progress_counts_listens_by_status_overall_and_per_user(session: Session) -> None:
+    alice, bob = new_user(session), new_user(session)
+    set_statuses(session, alice, matched=6, not_found=1, failed=1, pending=2)
+    set_statuses(session, bob, pending=10)
+
+    overall = enrichment_progress(session)
+    alices = enrichment_progress(session, alice)
+
+    assert (overall["total"], overall["enriched"], overall["percentage"]) == (20, 8, 40.0)
+    assert overall["largest_backlogs"] == [
+        {"user_id": bob, "pending": 10, "connected": False},
+        {"user_id": alice, "pending": 2, "connected": False},
+    ]
+    assert {k: alices[k] for k in ("total", "enriched", "percentage", "pending")} == {
+        "total": 10,
+        "enriched": 8,
+        "percentage": 80.0,
+        "pending": 2,
+    }
+    assert (alices["matched"], alices["not_found"], alices["failed"]) == (6, 1, 1)
+
+
+def test_status_shows_enrichment_progress_and_a_spotify_pause(session: Session) -> None:
+    alice = new_user(session)
+    set_statuses(session, alice, matched=3, pending=1)
+    session.commit()
+    report = json.loads(CliRunner().invoke(main, ["status", "--json"]).output)
+    report["enrichment"]["spotify_paused"] = {"seconds": 3512.0, "reason": "429 QUOTA_EXCEEDED"}
+
+    printed = render_status(report)
+
+    assert "enrichment:       3 of 4 listens enriched (75.0%)" in printed
+    assert "Spotify requests paused for 3512 s (429 QUOTA_EXCEEDED)" in printed
+    assert f"largest backlogs: user {alice} 1 (not connected)" in printed
+
+
+# -- the stall alert ------------------------------------------------------------------------
+
+
+class Webhook:
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+        received = self.posts
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook()
+    yield hook
+    hook.server.shutdown()
+
+
+def stalled_backlog(session: Session) -> None:
+    alice = new_user(session)
+    session.execute(
+        text("INSERT INTO spotify_tokens (user_id, refresh_token_encrypted) VALUES (:u, 'x')"),
+        {"u": alice},
+    )
+    set_statuses(session, alice, matched=1, pending=5)  # the match was enriched at NOW
+
+
+def test_a_backlog_without_progress_for_two_hours_alerts_once_per_stall(
+    session: Session, webhook: Webhook, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    stalled_backlog(session)
+    settings = get_settings().model_copy(update={"alert_webhook_url": webhook.url})
+
+    with caplog.at_level(logging.ERROR, logger="tasks.enrichment_monitor"):
+        first = alert_if_stalled(
+            session, NOW + dt.timedelta(hours=2, minutes=1), settings, redis_client
+        )
+        second = alert_if_stalled(session, NOW + dt.timedelta(hours=3), settings, redis_client)
+
+    assert first is not None and second is not None
+    assert [post["alert"] for post in webhook.posts] == ["enrichment_stalled"]
+    assert webhook.posts[0]["backlog"] == 5
+    assert "none enriched for 2.0 h" in webhook.posts[0]["text"]
+    stalls = [r for r in caplog.records if "enrichment stalled" in r.getMessage()]
+    assert len(stalls) == 2  # logged on every check, posted once
+
+
+def test_recent_progress_raises_no_alert(
+    session: Session, webhook: Webhook, redis_client: redis.Redis
+) -> None:
+    stalled_backlog(session)
+    settings = get_settings().model_copy(update={"alert_webhook_url": webhook.url})
+
+    assert (
+        alert_if_stalled(session, NOW + dt.timedelta(hours=1, minutes=59), settings, redis_client)
+        is None
+    )
+    assert webhook.posts == []
+
+
+def test_an_undeliverable_alert_is_still_logged(
+    session: Session, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    stalled_backlog(session)
+    settings = get_settings().model_copy(update={"alert_webhook_url": "http://127.0.0.1:9/x"})
+
+    with caplog.at_level(logging.ERROR, logger="tasks.enrichment_monitor"):
+        stall = alert_if_stalled(session, NOW + dt.timedelta(hours=5), settings, redis_client)
+
+    assert stall is not None
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("not delivered to ALERT_WEBHOOK_URL" in m for m in messages)
+    assert redis_client.get(STALL_ALERTED_KEY) is None  # so the next check tries again
+
+
+# -- the chain and the upload trigger ---------------------------------------------------------
+
+
+def test_the_baton_admits_one_chain_and_passes_to_its_successor(
+    redis_client: redis.Redis,
+) -> None:
+    baton = Baton(redis_client)
+
+    assert baton.take("link-1", 60)
+    assert not baton.take("beat-run", 60)
+    assert baton.hand_over("link-1", "link-2", 60)
+    assert not baton.release("link-1")  # no longer the holder
+    assert baton.take("link-2", 60)
+    assert baton.release("link-2")
+    assert baton.take("beat-run", 60)
+
+
+def test_enrich_pending_steps_aside_while_another_chain_holds_the_baton(
+    redis_client: redis.Redis,
+) -> None:
+    Baton(redis_client).take("a-running-chain", 60)
+
+    result = enrich_pending(batch_size=10)
+
+    assert result == {"status": "skipped", "reason": "an enrich_pending chain is already running"}
+
+
+def test_a_completed_upload_is_published_once(
+    session: Session, redis_client: redis.Redis, app: Any
+) -> None:
+    alice = new_user(session)
+    done, busy = upload(session, alice), upload(session, alice, status="processing")
+    session.commit()
+    redis_client.delete("enrichment")
+
+    first = dispatch_completed_uploads(app)
+    second = dispatch_completed_uploads(app)
+
+    assert (first, second) == (1, 0)
+    message = json.loads(redis_client.lpop("enrichment") or b"{}")
+    assert message["headers"]["task"] == "enrichment.enrich_upload"
+    args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    assert args == [done]
+    queued = dict(
+        session.execute(text("SELECT id, enrichment_queued_at IS NOT NULL FROM upload_jobs")).all()
+    )
+    assert queued == {done: True, busy: False}
