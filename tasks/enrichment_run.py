@@ -311,7 +311,7 @@ class _Run:
         try:
             found = self.catalog.tracks(ids)
         except (SpotifyPausedError, SpotifyUnavailableError, SpotifyRejectedError) as exc:
-            self._record([], claimed, failed=claimed, error=exc)
+            self._record([], [], failed=claimed, error=exc)
             return
         items = [item for item in found.values() if item]
         answers = [

@@ -44,6 +44,10 @@ from worker.rate_limit import RateLimitWaitTooLong, SharedRateLimiter, Wait
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
+# spotipy logs every 4xx/5xx at error level, expected ones too (a 429 we pause for, the
+# 403 of a removed batch endpoint). This module logs each of those at the level it
+# deserves, and failures end up on the rows, so spotipy's own lines would only mislead.
+logging.getLogger("spotipy.client").setLevel(logging.CRITICAL)
 
 T = TypeVar("T")
 JSON = dict[str, Any]
@@ -112,7 +116,7 @@ class SpotifyCatalog:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         secret = settings.spotify_client_secret
-        if not settings.spotify_client_id or secret is None:
+        if not settings.spotify_client_id or secret is None or not secret.get_secret_value():
             raise PermanentError(
                 "SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET must be set to enrich listens"
             )

@@ -325,3 +325,23 @@ def test_a_completed_upload_is_published_once(
         session.execute(text("SELECT id, enrichment_queued_at IS NOT NULL FROM upload_jobs")).all()
     )
     assert queued == {done: True, busy: False}
+
+
+def test_an_empty_key_variable_means_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.settings import load_settings
+
+    monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", "")  # compose's ${TOKEN_ENCRYPTION_KEY:-}
+
+    assert load_settings().token_encryption_key is None
+
+
+def test_enrichment_without_spotify_credentials_fails_saying_which(
+    redis_client: redis.Redis,
+) -> None:
+    from tasks.spotify_api import SpotifyCatalog
+    from worker.base_task import PermanentError
+
+    unset = get_settings().model_copy(update={"spotify_client_id": None})
+
+    with pytest.raises(PermanentError, match="SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET"):
+        SpotifyCatalog(unset, redis_client)

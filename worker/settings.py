@@ -185,6 +185,9 @@ class Settings(BaseSettings):
     @field_validator("token_encryption_key")
     @classmethod
     def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        # compose passes an unset variable as "": that means no key, not a bad one.
+        if value is not None and not value.get_secret_value().strip():
+            return None
         if value is not None:
             from cryptography.fernet import Fernet
 
