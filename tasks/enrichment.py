@@ -128,6 +128,15 @@ def run_enrichment(
     )
 
 
+def not_configured(settings: Settings) -> dict[str, Any] | None:
+    """A skip, when no Spotify app is configured: an optional integration, not an error."""
+    secret = settings.spotify_client_secret
+    if settings.spotify_client_id and secret is not None and secret.get_secret_value():
+        return None
+    log.warning("Spotify enrichment skipped: SPOTIFY_CLIENT_ID / SPOTIFY_CLIENT_SECRET unset")
+    return {"status": "skipped", "reason": "Spotify is not configured (SPOTIFY_CLIENT_ID)"}
+
+
 def countdown(report: EnrichmentReport) -> float:
     return min(report.resume_in or 0.0, MAX_COUNTDOWN_SECONDS)
 
@@ -139,6 +148,8 @@ def countdown(report: EnrichmentReport) -> float:
 def enrich_pending(self: AutomationTask, batch_size: int | None = None) -> dict[str, Any]:
     settings = get_settings()
     alert_if_stalled(self.session, utc_now(), settings, get_redis())
+    if (skipped := not_configured(settings)) is not None:
+        return skipped
     me = self.request.id or str(uuid.uuid4())
     baton = Baton(get_redis())
     if not baton.take(me, LEASE_SECONDS):
@@ -168,6 +179,8 @@ def enrich_upload(self: AutomationTask, upload_id: int) -> dict[str, Any]:
     if upload.status != "completed":
         return {"status": "skipped", "reason": f"upload {upload_id} is {upload.status}"}
     settings = get_settings()
+    if (skipped := not_configured(settings)) is not None:
+        return {"upload_id": upload_id, **skipped}
     report = run_enrichment(
         self.session, settings, upload_id=upload_id, batch_size=settings.enrichment_batch_size
     )

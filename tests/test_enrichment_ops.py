@@ -18,7 +18,13 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from db.models import SpotifyToken
-from tasks.enrichment import BATON_KEY, Baton, dispatch_completed_uploads, enrich_pending
+from tasks.enrichment import (
+    BATON_KEY,
+    Baton,
+    dispatch_completed_uploads,
+    enrich_pending,
+    enrich_upload,
+)
 from tasks.enrichment_monitor import STALL_ALERTED_KEY, alert_if_stalled, enrichment_progress
 from tests.enrichment_support import (
     NOW,
@@ -36,6 +42,16 @@ from worker.settings import Settings, get_settings
 def with_token_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The CLI reads TOKEN_ENCRYPTION_KEY from the environment, as in production."""
     monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", TOKEN_KEY)
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def with_spotify_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("SPOTIFY_CLIENT_ID", "test-client")
+    monkeypatch.setenv("SPOTIFY_CLIENT_SECRET", "test-secret")
     get_settings.cache_clear()
     yield
     monkeypatch.undo()
@@ -295,6 +311,7 @@ def test_the_baton_admits_one_chain_and_passes_to_its_successor(
     assert baton.take("beat-run", 60)
 
 
+@pytest.mark.usefixtures("with_spotify_app")
 def test_enrich_pending_steps_aside_while_another_chain_holds_the_baton(
     redis_client: redis.Redis,
 ) -> None:
@@ -303,6 +320,16 @@ def test_enrich_pending_steps_aside_while_another_chain_holds_the_baton(
     result = enrich_pending(batch_size=10)
 
     assert result == {"status": "skipped", "reason": "an enrich_pending chain is already running"}
+
+
+def test_without_a_spotify_app_enrichment_is_skipped_saying_why(session: Session) -> None:
+    upload_id = upload(session, new_user(session))
+    session.commit()
+
+    assert (
+        enrich_pending(batch_size=10)["reason"] == "Spotify is not configured (SPOTIFY_CLIENT_ID)"
+    )
+    assert enrich_upload(upload_id)["status"] == "skipped"
 
 
 def test_a_completed_upload_is_published_once(
