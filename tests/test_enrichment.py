@@ -104,6 +104,14 @@ def run(session: Session, standin: SpotifyStandIn, redis_client: redis.Redis) ->
     return Runner(session, spotify_settings(standin), redis_client)
 
 
+def alice_listened_to_one_song(session: Session, standin: SpotifyStandIn) -> int:
+    """Spotify has ("Band", "Song"); Alice, connected, listened to it once."""
+    add_song(standin, "Band", "Song")
+    alice = connected_user(session, standin, "alice-refresh")
+    add_listens(session, alice, [("Band", "Song")])
+    return alice
+
+
 def statuses(session: Session) -> dict[str, int]:
     rows = session.execute(
         select(Listen.enrichment_status, text("count(*)")).group_by(Listen.enrichment_status)
@@ -343,9 +351,7 @@ def test_an_expired_user_token_is_refreshed(
 def test_invalid_grant_revokes_the_connection_and_stops_its_work(
     session: Session, standin: SpotifyStandIn, run: Runner
 ) -> None:
-    add_song(standin, "Band", "Song")
-    alice = connected_user(session, standin, "alice-refresh")
-    add_listens(session, alice, [("Band", "Song")])
+    alice = alice_listened_to_one_song(session, standin)
     standin.revoke_refresh_token("alice-refresh")
 
     report = run()
@@ -416,9 +422,7 @@ def test_a_429_pauses_every_worker_until_retry_after(
 def test_a_short_retry_after_is_waited_out_inline(
     session: Session, standin: SpotifyStandIn, run: Runner
 ) -> None:
-    add_song(standin, "Band", "Song")
-    alice = connected_user(session, standin, "alice-refresh")
-    add_listens(session, alice, [("Band", "Song")])
+    alice_listened_to_one_song(session, standin)
     standin.rate_limit_next(1)
     run.really_sleep = True
 
@@ -432,9 +436,7 @@ def test_a_short_retry_after_is_waited_out_inline(
 def test_a_5xx_is_retried_with_backoff(
     session: Session, standin: SpotifyStandIn, run: Runner
 ) -> None:
-    add_song(standin, "Band", "Song")
-    alice = connected_user(session, standin, "alice-refresh")
-    add_listens(session, alice, [("Band", "Song")])
+    alice_listened_to_one_song(session, standin)
     standin.fail_next("/v1/search", 503, times=2)
 
     report = run()
@@ -448,9 +450,7 @@ def test_a_5xx_is_retried_with_backoff(
 def test_a_song_that_keeps_failing_is_recorded_and_retried_later_up_to_a_limit(
     session: Session, standin: SpotifyStandIn, run: Runner
 ) -> None:
-    add_song(standin, "Band", "Song")
-    alice = connected_user(session, standin, "alice-refresh")
-    add_listens(session, alice, [("Band", "Song")])
+    alice_listened_to_one_song(session, standin)
     standin.fail_next("/v1/search", 502, times=4)
 
     run()
@@ -474,9 +474,7 @@ def test_after_the_last_attempt_a_failing_song_is_not_asked_again(
     session: Session, standin: SpotifyStandIn, run: Runner
 ) -> None:
     run.settings = run.settings.model_copy(update={"spotify_max_attempts": 1})
-    add_song(standin, "Band", "Song")
-    alice = connected_user(session, standin, "alice-refresh")
-    add_listens(session, alice, [("Band", "Song")])
+    alice_listened_to_one_song(session, standin)
     standin.fail_next("/v1/search", 500, times=4)
     run()
 
