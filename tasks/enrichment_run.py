@@ -150,10 +150,11 @@ def enrich(
     run.deadline = clock() + dt.timedelta(seconds=budget_seconds)
     if accounts is not None:
         run.verify(accounts)
-    run.register()
     with contextlib.suppress(_StopAskingError):
         run.ask()
-    run.fetch_artists(partial=run.report.status == "done")
+    # A partial batch only when the whole backlog is through: upload runs end often, and
+    # each flushing its few artists would multiply the artist calls.
+    run.fetch_artists(partial=run.report.status == "done" and upload_id is None)
     run.report.requests = {
         "search": catalog.counts.search,
         "batch": catalog.counts.batch,
@@ -190,7 +191,9 @@ class _Run:
     def verify(self, accounts: Accounts) -> None:
         now = self.clock()
         due = now + dt.timedelta(seconds=60)
-        user_ids = list(self.session.scalars(SQL["users_to_verify"], {"due": due}))
+        user_ids = list(
+            self.session.scalars(SQL["users_to_verify"], {"due": due, "upload_id": self.upload_id})
+        )
         if not user_ids:
             return
         refreshed = refresh_expired(
@@ -202,15 +205,13 @@ class _Run:
 
     # -- 2. registration -------------------------------------------------------------------
 
-    def register(self) -> None:
-        while self.clock() < self.deadline:
-            rows = self._unregistered()
-            if not rows:
-                return
+    def register_chunk(self) -> bool:
+        """Register one chunk of listens; False when none were left after it."""
+        rows = self._unregistered()
+        if rows:
             self._register(rows)
             self.session.commit()
-            if len(rows) < REGISTER_CHUNK:
-                return
+        return len(rows) == REGISTER_CHUNK
 
     def _unregistered(self) -> Sequence[Row[Any]]:
         if self.upload_id is None:
@@ -250,7 +251,9 @@ class _Run:
             )
         if not keys:
             return
-        names = list(keys)
+        # Sorted: concurrent runs inserting the same new keys then wait on each other in
+        # one order, never in a cycle.
+        names = sorted(keys)
         self.session.execute(
             SQL["insert_keys"],
             {
@@ -265,19 +268,24 @@ class _Run:
             ids[key] = key_id
             if status != "pending":
                 answered.append(key_id)
-        self.session.execute(
+        self.report.listens_registered += execute_counted(
+            self.session,
             SQL["assign_keys"],
             {
                 "listen_ids": [listen_id for listen_id, _ in listen_keys],
                 "match_ids": [ids[key] for _, key in listen_keys],
             },
         )
-        self.report.listens_registered += len(listen_keys)
         self._apply(answered, pending_only=True)
 
     # -- 3. asking Spotify --------------------------------------------------------------------
 
     def ask(self) -> None:
+        """Ask about keys as they are registered: a chunk of listens, then its new keys.
+
+        Registering the whole backlog first would leave the rate budget unused meanwhile.
+        """
+        unregistered_left = self.register_chunk()
         while True:
             if self.clock() >= self.deadline or self.report.keys_asked >= self.batch_size:
                 self._stop("more", "batch done: continuing")
@@ -287,10 +295,13 @@ class _Run:
                 self._look_up(claimed)
                 continue
             claimed = self._claim(lookups=False, limit=min(SEARCH_CHUNK, room))
-            if not claimed:
+            if claimed:
+                self._search(claimed)
+                self.fetch_artists(partial=False)
+            elif unregistered_left:
+                unregistered_left = self.register_chunk()
+            else:
                 return
-            self._search(claimed)
-            self.fetch_artists(partial=False)
 
     def _claim(self, *, lookups: bool, limit: int) -> list[Row[Any]]:
         rows = self.session.execute(
@@ -366,6 +377,11 @@ class _Run:
             ):
                 stop = ("paused", f"Spotify unavailable: {error}", FAILURE_BACKOFF.total_seconds())
         now = self.clock()
+        # Lock the keys in id order before writing them, as registration does (FOR SHARE,
+        # id order): a registering run either sees these answers or is seen by _apply.
+        self.session.execute(
+            SQL["lock_keys"], {"ids": [a.key_id for a in answers] + [r.id for r in unasked]}
+        )
         tracks = [_track_row(item) for item in items]
         if tracks:
             self.session.execute(SQL["record_tracks"], {"tracks": json.dumps(tracks), "now": now})

@@ -174,6 +174,8 @@ def refresh_expired(
             | (SpotifyToken.access_token_expires_at <= now + EXPIRY_MARGIN),
         )
         .order_by(SpotifyToken.user_id)
+        # Two runs starting together would refresh every user twice; one takes each.
+        .with_for_update(skip_locked=True)
     ).all()
     for row in rows:
         if row.refresh_token_encrypted is None:  # revoked rows are filtered; be safe anyway

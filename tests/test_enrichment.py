@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 import redis
@@ -19,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Listen, SpotifyMatch, SpotifyToken
 from tasks import spotify_api
-from tasks.enrichment_run import Accounts, EnrichmentReport, enrich, release_date
+from tasks.enrichment_run import Accounts, EnrichmentReport, _Run, enrich, release_date
 from tasks.spotify_accounts import spotipy_refresher
 from tasks.spotify_api import APP_TOKEN_KEY, SpotifyCatalog
 from tests.enrichment_support import (
@@ -559,3 +561,66 @@ def test_release_dates_of_every_precision_are_read() -> None:
     assert release_date("0000") is None
     assert release_date(None) is None
     assert release_date("soon") is None
+
+
+class HeldCatalog:
+    """A catalog whose searches wait until the test lets them through."""
+
+    def __init__(self, inner: SpotifyCatalog) -> None:
+        self.inner = inner
+        self.counts = inner.counts
+        self.asking = threading.Event()
+        self.go = threading.Event()
+
+    def search_tracks(self, query: str) -> list[dict[str, Any]]:
+        self.asking.set()
+        self.go.wait(10)
+        return self.inner.search_tracks(query)
+
+    def tracks(self, ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        return self.inner.tracks(ids)
+
+    def artists(self, ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        return self.inner.artists(ids)
+
+
+def test_a_listen_registered_while_its_song_is_being_answered_gets_the_answer(
+    session: Session, standin: SpotifyStandIn, run: Runner, engine: Any
+) -> None:
+    alice_listened_to_one_song(session, standin)
+    bob = connected_user(session, standin, "bob-refresh")
+    session.commit()
+    held = HeldCatalog(run.catalog())
+    reports: list[EnrichmentReport] = []
+
+    def answering_run() -> None:
+        with Session(engine) as own:
+            reports.append(
+                enrich(
+                    own,
+                    held,
+                    run.clock,
+                    run.settings,
+                    accounts=None,
+                    batch_size=10,
+                    budget_seconds=60,
+                    lease_seconds=900,
+                )
+            )
+
+    answering = threading.Thread(target=answering_run)
+    answering.start()
+    assert held.asking.wait(10)  # Alice's song is claimed, its search under way
+    # Another run registers Bob's listen of the same song and has not committed yet.
+    add_listens(session, bob, [("Band", "Song")])
+    session.commit()
+    with Session(engine) as registering:
+        other = _Run(registering, held, run.clock, run.settings, None, 10, 900)
+        other._register(other._unregistered())
+        held.go.set()
+        time.sleep(0.5)  # the answering run writes its answer now, or waits for this one
+        registering.commit()
+    answering.join(20)
+
+    assert reports and reports[0].status == "done"
+    assert statuses(session) == {"matched": 2}

@@ -5,11 +5,14 @@
 -- never ask about the same key and a dead run's keys come back by themselves.
 
 -- name: users_to_verify
--- Live connections whose access token has expired, of users with listens still to enrich.
+-- Live connections whose access token has expired, of users with listens still to enrich
+-- (of the upload's user only, when a run is for one upload).
 SELECT c.user_id
 FROM spotify_tokens AS c
 WHERE c.revoked_at IS NULL
   AND (c.access_token_expires_at IS NULL OR c.access_token_expires_at <= :due)
+  AND (CAST(:upload_id AS bigint) IS NULL
+       OR c.user_id = (SELECT u.user_id FROM upload_jobs AS u WHERE u.id = :upload_id))
   AND EXISTS (
       SELECT 1 FROM listens AS l
       WHERE l.user_id = c.user_id AND l.enrichment_status = 'pending'
@@ -46,7 +49,16 @@ FROM unnest(CAST(:keys AS text[]), CAST(:queries AS text[]), CAST(:track_ids AS 
 ON CONFLICT (key) DO NOTHING
 
 -- name: key_ids
-SELECT key, id, status FROM spotify_matches WHERE key = ANY(CAST(:keys AS text[]))
+-- Locked (shared, in id order) until the registering transaction commits: a run writing
+-- an answer locks its keys in the same order first, so either it waits and then its
+-- apply_answers sees these listens, or this waits and then reads the answer.
+SELECT key, id, status FROM spotify_matches
+WHERE key = ANY(CAST(:keys AS text[]))
+ORDER BY id
+FOR SHARE
+
+-- name: lock_keys
+SELECT id FROM spotify_matches WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR UPDATE
 
 -- name: assign_keys
 UPDATE listens AS l
