@@ -6,8 +6,9 @@ snapshot (and the listening aggregation's watermark) meanwhile:
 
 1. **Verify** the connections of users with listens to enrich whose access token has
    expired: refreshed, or revoked on ``invalid_grant`` (tasks/spotify_accounts.py).
-2. **Register** listens of live connections: each gets its cache key (tasks/matching.py:
-   the normalized artist and title; or the Spotify id its export carried). A key already
+2. **Register** listens of live connections, a chunk at a time whenever the keys already
+   registered are all asked about: each gets its cache key (tasks/matching.py: the
+   normalized artist and title; or the Spotify id its export carried). A key already
    answered serves the listen at once, with no request.
 3. **Ask** about claimed keys, a chunk at a time: known ids by ``/tracks`` in batches of
    50, the rest by one search each. The match rule picks the answer. Answers are recorded
@@ -21,7 +22,10 @@ keys or used its time budget (``more``: the task continues at once), or when Spo
 wants a long wait (``paused``: the task continues when the pause ends).
 
 Keys are claimed with a lease, so concurrent runs (the hourly chain and upload runs) never
-ask about the same song, and a killed run's keys come back after the lease.
+ask about the same song, and a killed run's keys come back after the lease. Registering
+share-locks its keys and answering locks them, both in id order, so a listen registered
+while its song is being answered is never left behind (see ``key_ids`` in
+db/sql/enrichment.sql).
 """
 
 from __future__ import annotations
@@ -228,22 +232,17 @@ class _Run:
         listen_keys: list[tuple[int, str]] = []
         unsearchable: list[int] = []
         for row in rows:
-            listen_id, artist_name, track_name, known_id = (
-                row.id,
-                row.artist_name,
-                row.track_name,
-                row.spotify_track_id,
-            )
-            if known_id:
-                key, query = ID_PREFIX + known_id, None
+            if row.spotify_track_id:
+                key, query = ID_PREFIX + row.spotify_track_id, None
             else:
-                found = search_key(artist_name, track_name)
+                found = search_key(row.artist_name, row.track_name)
                 if found is None:
-                    unsearchable.append(listen_id)
+                    unsearchable.append(row.id)
                     continue
-                key, query = SEARCH_PREFIX + found.text, search_query(artist_name, track_name)
-            keys.setdefault(key, (query, known_id or None))
-            listen_keys.append((listen_id, key))
+                key = SEARCH_PREFIX + found.text
+                query = search_query(row.artist_name, row.track_name)
+            keys.setdefault(key, (query, row.spotify_track_id or None))
+            listen_keys.append((row.id, key))
         now = self.clock()
         if unsearchable:
             self.session.execute(
