@@ -372,3 +372,10 @@ def test_enrichment_without_spotify_credentials_fails_saying_which(
 
     with pytest.raises(PermanentError, match="SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET"):
         SpotifyCatalog(unset, redis_client)
+
+
+def test_an_unknown_upload_fails_at_once_naming_it() -> None:
+    from tasks.enrichment import UnknownUploadError
+
+    with pytest.raises(UnknownUploadError, match="no upload_jobs row 424242"):
+        enrich_upload(424242)
