@@ -33,6 +33,8 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from worker.stack import celery_argv
+
 NOW = dt.datetime(2026, 11, 1, 0, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
 
@@ -124,12 +126,7 @@ def worker_peak_memory_running(url: str, redis_url: str, task: str) -> tuple[flo
     with tempfile.TemporaryDirectory() as data_dir:
         env["DATA_DIR"] = data_dir
         worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker",
+            celery_argv(
                 "worker",
                 "--pool",
                 "solo",
@@ -139,7 +136,7 @@ def worker_peak_memory_running(url: str, redis_url: str, task: str) -> tuple[flo
                 f"bench-{uuid.uuid4().hex[:6]}@%h",
                 "--loglevel",
                 "WARNING",
-            ],
+            ),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -24,7 +24,6 @@ import datetime as dt
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -35,6 +34,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 from bench.analytics import NOW, fresh_database, log, peak_rss_kib, timed
+from worker.stack import celery_argv
 
 KINDS = ["daily_mix", "discovery_weekly", "new_for_you", "forgotten_favorites"]
 
@@ -142,12 +142,7 @@ def main() -> None:
         tag = uuid.uuid4().hex[:6]
         workers = [
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "worker",
+                celery_argv(
                     "worker",
                     "--queues",
                     queue,
@@ -157,7 +152,7 @@ def main() -> None:
                     f"{queue}-{tag}@%h",
                     "--loglevel",
                     "WARNING",
-                ],
+                ),
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -130,8 +130,7 @@ def run_enrichment(
 
 def not_configured(settings: Settings) -> dict[str, Any] | None:
     """A skip, when no Spotify app is configured: an optional integration, not an error."""
-    secret = settings.spotify_client_secret
-    if settings.spotify_client_id and secret is not None and secret.get_secret_value():
+    if settings.spotify_configured:
         return None
     log.warning("Spotify enrichment skipped: SPOTIFY_CLIENT_ID / SPOTIFY_CLIENT_SECRET unset")
     return {"status": "skipped", "reason": "Spotify is not configured (SPOTIFY_CLIENT_ID)"}

@@ -37,7 +37,7 @@ import logging
 import random
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import Row
@@ -150,8 +150,8 @@ def enrich(
     lease_seconds: float,
 ) -> EnrichmentReport:
     """Enrich what is waiting (of one upload, if named); commits as it goes."""
-    run = _Run(session, catalog, clock, settings, upload_id, batch_size, lease_seconds)
-    run.deadline = clock() + dt.timedelta(seconds=budget_seconds)
+    deadline = clock() + dt.timedelta(seconds=budget_seconds)
+    run = _Run(session, catalog, clock, settings, upload_id, batch_size, lease_seconds, deadline)
     if accounts is not None:
         run.verify(accounts)
     with contextlib.suppress(_StopAskingError):
@@ -159,12 +159,7 @@ def enrich(
     # A partial batch only when the whole backlog is through: upload runs end often, and
     # each flushing its few artists would multiply the artist calls.
     run.fetch_artists(partial=run.report.status == "done" and upload_id is None)
-    run.report.requests = {
-        "search": catalog.counts.search,
-        "batch": catalog.counts.batch,
-        "single": catalog.counts.single,
-        "retried": catalog.counts.retried,
-    }
+    run.report.requests = asdict(catalog.counts)
     return run.report
 
 
@@ -178,6 +173,7 @@ class _Run:
         upload_id: int | None,
         batch_size: int,
         lease_seconds: float,
+        deadline: dt.datetime,
     ) -> None:
         self.session = session
         self.catalog = catalog
@@ -186,7 +182,7 @@ class _Run:
         self.upload_id = upload_id
         self.batch_size = batch_size
         self.lease_seconds = lease_seconds
-        self.deadline = clock()
+        self.deadline = deadline
         self.report = EnrichmentReport()
         self.failures_in_a_row = 0
 
@@ -468,15 +464,17 @@ class _Run:
             self._record_artists(ids, found)
 
     def _record_artists(self, ids: list[str], found: dict[str, JSON | None]) -> None:
-        rows = [
-            {
-                "id": artist_id,
-                "name": (found.get(artist_id) or {}).get("name"),
-                "genres": (found.get(artist_id) or {}).get("genres") or [],
-                "popularity": (found.get(artist_id) or {}).get("popularity"),
-            }
-            for artist_id in ids
-        ]
+        rows = []
+        for artist_id in ids:
+            artist = found.get(artist_id) or {}  # gone from the catalogue: no genres
+            rows.append(
+                {
+                    "id": artist_id,
+                    "name": artist.get("name"),
+                    "genres": artist.get("genres") or [],
+                    "popularity": artist.get("popularity"),
+                }
+            )
         now = self.clock()
         self.session.execute(SQL["record_artists"], {"artists": json.dumps(rows), "now": now})
         self.report.genre_tasks_queued += execute_counted(

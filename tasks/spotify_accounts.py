@@ -150,7 +150,6 @@ def revoke(session: Session, user_id: int, now: dt.datetime, reason: str) -> boo
 class RefreshReport:
     refreshed: list[int] = field(default_factory=list)
     revoked: list[int] = field(default_factory=list)
-    failed: list[int] = field(default_factory=list)
 
 
 def refresh_expired(
@@ -193,7 +192,6 @@ def refresh_expired(
             log.warning(
                 "user %s: token refresh failed, kept for the next run: %s", row.user_id, exc
             )
-            report.failed.append(row.user_id)
             continue
         row.access_token_encrypted = cipher.encrypt(token.access_token)
         row.access_token_expires_at = now + dt.timedelta(seconds=token.expires_in)

@@ -89,10 +89,6 @@ class RequestCounts:
     single: int = 0
     retried: int = 0
 
-    @property
-    def total(self) -> int:
-        return self.search + self.batch + self.single
-
 
 def rate_limiter(settings: Settings, client: redis.Redis) -> SharedRateLimiter:
     return SharedRateLimiter(
@@ -101,10 +97,6 @@ def rate_limiter(settings: Settings, client: redis.Redis) -> SharedRateLimiter:
         limit=settings.spotify_rate_budget,
         window_seconds=settings.spotify_rate_window_seconds,
     )
-
-
-def removed_batch_endpoints() -> set[str]:
-    return set(_removed_batch_endpoints)
 
 
 class SpotifyCatalog:
@@ -116,7 +108,7 @@ class SpotifyCatalog:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         secret = settings.spotify_client_secret
-        if not settings.spotify_client_id or secret is None or not secret.get_secret_value():
+        if not settings.spotify_configured or secret is None:
             raise PermanentError(
                 "SPOTIFY_CLIENT_ID and SPOTIFY_CLIENT_SECRET must be set to enrich listens"
             )

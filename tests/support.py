@@ -6,12 +6,13 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+
+from worker.stack import celery_argv
 
 T = TypeVar("T")
 
@@ -39,12 +40,7 @@ def worker_process(
     """
     name = f"{queues.replace(',', '-')}-{uuid.uuid4().hex[:6]}@test"
     log = Path(os.environ["DATA_DIR"]).parent / f"{name}.log"
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker",
+    command = celery_argv(
         "worker",
         "--queues",
         queues,
@@ -56,7 +52,7 @@ def worker_process(
         name,
         "--loglevel",
         "INFO",
-    ]
+    )
     with log.open("wb") as output:
         process = subprocess.Popen(
             command,

@@ -615,7 +615,8 @@ def test_a_listen_registered_while_its_song_is_being_answered_gets_the_answer(
     add_listens(session, bob, [("Band", "Song")])
     session.commit()
     with Session(engine) as registering:
-        other = _Run(registering, held, run.clock, run.settings, None, 10, 900)
+        deadline = run.clock() + dt.timedelta(minutes=1)
+        other = _Run(registering, held, run.clock, run.settings, None, 10, 900, deadline)
         other._register(other._unregistered())
         held.go.set()
         time.sleep(0.5)  # the answering run writes its answer now, or waits for this one

@@ -220,6 +220,12 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def spotify_configured(self) -> bool:
+        """An app to talk to Spotify as (compose passes unset variables as "")."""
+        secret = self.spotify_client_secret
+        return bool(self.spotify_client_id and secret is not None and secret.get_secret_value())
+
+    @property
     def spotify_rate_budget(self) -> int:
         """Requests allowed in one rate window: its share of the per-minute limit."""
         return int(self.spotify_requests_per_minute * self.spotify_rate_window_seconds // 60)
