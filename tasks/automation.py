@@ -205,3 +205,9 @@ def trigger(
         for name in resolve_trigger(self.app, task)
     ]
     return {"triggered": sent}
+
+
+@app.task(name="automation.ping", bind=True)
+def ping(self: AutomationTask) -> dict[str, str]:
+    """The health check another service or an operator sends by name: no database work."""
+    return {"worker": str(self.request.hostname), "time": dt.datetime.now(dt.UTC).isoformat()}

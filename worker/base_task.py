@@ -23,18 +23,20 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from db.session import session_scope
+from worker.errors import DeliveryLimitExceededError, InvalidArgumentsError, PermanentError
 from worker.queues import home_queue
 from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-
-class PermanentError(Exception):
-    """Input that no retry can fix (unknown id, bad argument): fail at once, clearly."""
-
-
-class DeliveryLimitExceededError(PermanentError):
-    """The message came back more often than MAX_DELIVERIES: its runs keep killing workers."""
+# Re-exported: task modules have long imported these from here.
+__all__ = [
+    "AutomationTask",
+    "DeliveryLimitExceededError",
+    "InvalidArgumentsError",
+    "PermanentError",
+    "publish_after_commit",
+]
 
 
 # Infrastructure hiccups that a later attempt can get past. Everything else fails at once.
