@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from db.models import Track
 from tasks.audio_features import AudioFeatures, AudioUnreadableError, extract_features, read_audio
 from tasks.genre import classify
+from worker.arguments import Id, OptionalId
 from worker.celery_app import app
 from worker.ledger import LedgerTask, UnknownTrackError
 from worker.settings import Settings, get_settings
@@ -135,20 +136,20 @@ def classify_genre(session: Session, track_id: int) -> dict[str, Any]:
 
 @app.task(name="analysis.energy_analysis", bind=True, base=LedgerTask)
 def energy_analysis(
-    self: LedgerTask, track_id: int, background_task_id: int | None = None
+    self: LedgerTask, track_id: Id, background_task_id: OptionalId = None
 ) -> dict[str, Any]:
     return analyse_energy(self.session, track_id, get_settings())
 
 
 @app.task(name="analysis.mood_detection", bind=True, base=LedgerTask)
 def mood_detection(
-    self: LedgerTask, track_id: int, background_task_id: int | None = None
+    self: LedgerTask, track_id: Id, background_task_id: OptionalId = None
 ) -> dict[str, Any]:
     return detect_mood(self.session, track_id, get_settings())
 
 
 @app.task(name="analysis.genre_classification", bind=True, base=LedgerTask)
 def genre_classification(
-    self: LedgerTask, track_id: int, background_task_id: int | None = None
+    self: LedgerTask, track_id: Id, background_task_id: OptionalId = None
 ) -> dict[str, Any]:
     return classify_genre(self.session, track_id)

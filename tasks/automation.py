@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from db.models import BackgroundTask, DeadLetter, SmartPlaylist, TaskRun, TrendingTrack
 from db.sql import queries
 from tasks.enrichment_monitor import enrichment_progress, spotify_pause
+from worker.arguments import JsonObject, ShortName
 from worker.base_task import AutomationTask, PermanentError
 from worker.celery_app import app
 from worker.ledger import limit_params
@@ -198,7 +199,7 @@ def status(self: AutomationTask) -> dict[str, Any]:
 
 @app.task(name="automation.trigger", bind=True)
 def trigger(
-    self: AutomationTask, task: str, kwargs: dict[str, Any] | None = None
+    self: AutomationTask, task: ShortName, kwargs: JsonObject | None = None
 ) -> dict[str, Any]:
     sent = [
         {"task": name, "task_id": self.app.send_task(name, kwargs=kwargs or {}).id}

@@ -34,6 +34,7 @@ from tasks.enrichment_monitor import alert_if_stalled, enrichment_progress
 from tasks.enrichment_run import Accounts, EnrichmentReport, enrich
 from tasks.spotify_accounts import TokenCipher, spotipy_refresher
 from tasks.spotify_api import SpotifyCatalog
+from worker.arguments import BatchSize, Id, OptionalId
 from worker.base_task import AutomationTask, PermanentError, publish_after_commit
 from worker.celery_app import app
 from worker.dispatcher import Source, register_source
@@ -144,7 +145,7 @@ def countdown(report: EnrichmentReport) -> float:
 
 
 @app.task(name="enrichment.enrich_pending", bind=True)
-def enrich_pending(self: AutomationTask, batch_size: int | None = None) -> dict[str, Any]:
+def enrich_pending(self: AutomationTask, batch_size: BatchSize | None = None) -> dict[str, Any]:
     settings = get_settings()
     alert_if_stalled(self.session, utc_now(), settings, get_redis())
     if (skipped := not_configured(settings)) is not None:
@@ -171,7 +172,7 @@ def enrich_pending(self: AutomationTask, batch_size: int | None = None) -> dict[
 
 
 @app.task(name="enrichment.enrich_upload", bind=True)
-def enrich_upload(self: AutomationTask, upload_id: int) -> dict[str, Any]:
+def enrich_upload(self: AutomationTask, upload_id: Id) -> dict[str, Any]:
     upload = self.session.get(UploadJob, upload_id)
     if upload is None:
         raise UnknownUploadError(f"no upload_jobs row {upload_id}")
@@ -192,7 +193,7 @@ def enrich_upload(self: AutomationTask, upload_id: int) -> dict[str, Any]:
 
 
 @app.task(name="enrichment.progress", bind=True)
-def progress(self: AutomationTask, user_id: int | None = None) -> dict[str, Any]:
+def progress(self: AutomationTask, user_id: OptionalId = None) -> dict[str, Any]:
     return enrichment_progress(self.session, user_id)
 
 

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from db.models import User
 from db.sql import execute_counted, queries
+from worker.arguments import Id
 from worker.base_task import AutomationTask, PermanentError
 from worker.celery_app import app
 
@@ -161,5 +162,5 @@ def aggregate(self: AutomationTask) -> dict[str, Any]:
 
 
 @app.task(name="listening.aggregate_user", bind=True)
-def aggregate_one_user(self: AutomationTask, user_id: int) -> dict[str, Any]:
+def aggregate_one_user(self: AutomationTask, user_id: Id) -> dict[str, Any]:
     return asdict(aggregate_user(self.session, user_id, dt.datetime.now(dt.UTC)))

@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 
 from db.models import PLAYLIST_TYPES
 from db.sql import queries
+from worker.arguments import AwareIsoDatetime, ChunkResults, Id, PlaylistKinds, PlaylistType
 from worker.base_task import AutomationTask, PermanentError
 from worker.celery_app import app
 from worker.settings import get_settings
@@ -281,7 +282,7 @@ def add_up(results: Iterable[dict[str, int]]) -> dict[str, int]:
 
 
 @app.task(name="playlists.generate", bind=True)
-def generate(self: AutomationTask, user_id: int, playlist_type: str) -> dict[str, int]:
+def generate(self: AutomationTask, user_id: Id, playlist_type: PlaylistType) -> dict[str, int]:
     check_kind(playlist_type)
     if not self.session.scalar(text("SELECT 1 FROM users WHERE id = :id"), {"id": user_id}):
         raise PermanentError(f"no user with id {user_id}")
@@ -292,19 +293,19 @@ def generate(self: AutomationTask, user_id: int, playlist_type: str) -> dict[str
 
 @app.task(name="playlists.generate_chunk", bind=True)
 def generate_chunk(
-    self: AutomationTask, lo: int, hi: int, kinds: list[str], now: str
+    self: AutomationTask, lo: Id, hi: Id, kinds: PlaylistKinds, now: AwareIsoDatetime
 ) -> dict[str, int]:
     return generate_playlists(self.session, kinds, dt.datetime.fromisoformat(now), lo=lo, hi=hi)
 
 
 @app.task(name="playlists.add_up", bind=True)
-def add_up_chunks(self: AutomationTask, results: list[dict[str, int]]) -> dict[str, int]:
+def add_up_chunks(self: AutomationTask, results: ChunkResults) -> dict[str, int]:
     return add_up(results)
 
 
 @app.task(name="playlists.generate_all", bind=True)
 def generate_all(
-    self: AutomationTask, playlist_type: str | None = None, force: bool = False
+    self: AutomationTask, playlist_type: PlaylistType | None = None, force: bool = False
 ) -> Any:
     now = dt.datetime.now(dt.UTC)
     today = now.astimezone(ZoneInfo(get_settings().timezone)).date()
