@@ -1,14 +1,21 @@
-"""The base class every task uses: session and transaction, retry policy, routing guard.
+"""The base class every task uses: session and transaction, retry policy, delivery cap.
 
 A task body only calls a plain function with ``self.session``; this class opens the
-session, commits when the body returns and rolls back when it raises. Messages that the
-body wants sent go through ``publish_after_commit`` so a worker never looks for a row that
-is not committed yet.
+session on first use (a task that never touches the database opens no connection),
+commits when the body returns and rolls back when it raises. The commit carries the run's
+marker (``task_runs.committed_at``), so history never calls a committed run lost.
+Messages the body wants sent go through ``publish_after_commit`` so a worker never looks
+for a row that is not committed yet.
+
+Retries: only transient errors (the database or Redis unreachable), with exponential
+backoff and jitter, for long enough to outlast an outage of several minutes; anything
+else fails at once, and a ``PermanentError`` says why in one line.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from contextvars import ContextVar
 from typing import Any
 
@@ -18,13 +25,13 @@ import redis.exceptions
 import sqlalchemy.exc
 from celery import Task
 from celery.canvas import Signature
-from celery.exceptions import Ignore
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from db.session import session_scope
+from db.session import new_session
+from worker import run_journal
+from worker.arguments import validate_arguments
 from worker.errors import DeliveryLimitExceededError, InvalidArgumentsError, PermanentError
-from worker.queues import home_queue
 from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -49,74 +56,111 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     kombu.exceptions.OperationalError,
 )
 
-_current_session: ContextVar[Session | None] = ContextVar("task_session", default=None)
+# Backoff for transient errors: 2, 4, 8, 16, 32, then 60 s, each drawn from its upper half
+# (jitter without the near-zero waits of full jitter). Twelve retries wait 4 to 8 minutes
+# in all: a database restart or failover is outlasted, a dead database is reported.
+TRANSIENT_RETRY_BASE_SECONDS = 2.0
+TRANSIENT_RETRY_CAP_SECONDS = 60.0
+TRANSIENT_MAX_RETRIES = 12
+
+
+def transient_countdown(retries: int, draw: float) -> float:
+    """Seconds before retry number ``retries + 1``; ``draw`` is uniform in [0, 1)."""
+    ceiling = min(
+        TRANSIENT_RETRY_CAP_SECONDS, TRANSIENT_RETRY_BASE_SECONDS * 2.0 ** min(retries, 30)
+    )
+    return ceiling / 2 + draw * ceiling / 2
+
+
+class _RunSession:
+    """A run's session, opened on first use."""
+
+    def __init__(self, session: Session | None = None) -> None:
+        self.session = session
+
+    def get(self) -> Session:
+        if self.session is None:
+            self.session = new_session()
+        return self.session
+
+
+_current: ContextVar[_RunSession | None] = ContextVar("task_session", default=None)
 
 
 class AutomationTask(Task):  # type: ignore[misc]  # Celery ships no type hints
-    # Retry policy: exponential backoff with full jitter, capped, for transient errors only.
-    autoretry_for = TRANSIENT_ERRORS
-    dont_autoretry_for = (PermanentError,)
-    retry_backoff = 2
-    retry_backoff_max = 600
-    retry_jitter = True
-    max_retries = 6
-    # Arguments are checked against the signature when our code sends, and a by-name
-    # sender's wrong arguments fail on the worker with TypeError (not retried).
+    # Arguments are checked against the signature when our code sends.
     typing = True
+    max_retries = TRANSIENT_MAX_RETRIES
 
     @property
     def session(self) -> Session:
-        session = _current_session.get()
-        if session is None:
+        scope = _current.get()
+        if scope is None:
             raise RuntimeError(f"{self.name}: no database session outside a task run")
-        return session
+        return scope.get()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Before anything else: a bad argument fails once, naming it, and reaches no SQL.
+        validate_arguments(self.name, self.run, args, kwargs)
         if self.request.called_directly:
             return self._run_in_transaction(args, kwargs)
-        self._forward_if_misrouted(args, kwargs)
         self._refuse_if_redelivered_too_often()
-        return self._run_in_transaction(args, kwargs)
+        try:
+            return self._run_in_transaction(args, kwargs)
+        except TRANSIENT_ERRORS as exc:
+            raise self.retry_transient(exc) from exc
+
+    def retry_transient(self, exc: BaseException) -> BaseException:
+        """Retry after a transient error, or raise it once the retries are spent."""
+        countdown = transient_countdown(self.request.retries, random.random())
+        log.warning(
+            "transient error, retry in %.1f s: %s", countdown, run_journal.describe_error(exc)
+        )
+        retry: BaseException = self.retry(exc=exc, countdown=countdown)
+        return retry
 
     def _run_in_transaction(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        with session_scope() as session:
-            return self._run_with_session(session, args, kwargs)
+        scope = _RunSession()
+        try:
+            result = self._run_with_scope(scope, args, kwargs)
+            if scope.session is not None:
+                self.mark_committed(scope.session)
+                scope.session.commit()
+            return result
+        except BaseException:
+            if scope.session is not None:
+                scope.session.rollback()
+            raise
+        finally:
+            if scope.session is not None:
+                scope.session.close()
 
     def _run_with_session(
         self, session: Session, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """The body, with ``self.session`` bound to ``session`` (the caller's transaction)."""
-        token = _current_session.set(session)
+        return self._run_with_scope(_RunSession(session), args, kwargs)
+
+    def _run_with_scope(
+        self, scope: _RunSession, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        token = _current.set(scope)
         try:
             return super().__call__(*args, **kwargs)
         finally:
-            _current_session.reset(token)
+            _current.reset(token)
 
-    def _forward_if_misrouted(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """A message that arrived on a queue other than its home queue is sent home.
-
-        By-name senders that know nothing of our routing publish to ``celery``; the default
-        workers consume it, and the work must still run on its own kind of worker. The
-        same task id is kept so the sender's AsyncResult still answers, and ``Ignore``
-        keeps this hop from storing a result.
-        """
-        arrived_on = (self.request.delivery_info or {}).get("routing_key")
-        home = home_queue(self.name)
-        if arrived_on is None or arrived_on == home:
+    def mark_committed(self, session: Session) -> None:
+        """Write the run's commit marker into ``session``'s transaction, if it has one."""
+        run = getattr(self.request, "run", None)
+        if run is None or not session.in_transaction():
             return
-        self.apply_async(
-            args=args,
-            kwargs=kwargs,
-            task_id=self.request.id,
-            queue=home,
-            headers={"forwarded_from": arrived_on},
+        run_journal.mark_committed(
+            session.connection(), run, getattr(self.request, "delivery", 1), run_journal.utcnow()
         )
-        self.request.run_outcome = "forwarded"
-        log.info("arrived on %r, forwarded to its home queue %r", arrived_on, home)
-        raise Ignore()
 
     def _refuse_if_redelivered_too_often(self) -> None:
-        # The prerun signal counted earlier deliveries of this message that never finished
+        # The journal counted earlier deliveries of this message that never finished
         # (their worker died). With reject-on-worker-lost Redis hands the message back each
         # time; without this cap a task that kills its worker would loop forever.
         delivery = getattr(self.request, "delivery", 1)

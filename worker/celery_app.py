@@ -35,6 +35,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """Production settings; CELERY-PITFALLS.md (shared/) gives the reason for most lines."""
     return {
         "broker_url": settings.redis_url,
+        # kombu's Redis transport, but a malformed envelope becomes a dead letter instead
+        # of stopping the worker or vanishing (worker/transport.py).
+        "broker_transport": "worker.transport:Transport",
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             # Redis redelivers unacked messages after this: above the longest hard limit.
@@ -43,10 +46,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "priority_steps": PRIORITY_STEPS,
             "sep": PRIORITY_SEP,
         },
-        "result_backend": settings.celery_result_backend,
-        "result_extended": True,
-        "result_expires": dt.timedelta(days=7),
-        "database_engine_options": {"pool_pre_ping": True},
+        # Results in Redis, for senders that wait (`automation trigger --wait`, Flower,
+        # another service's AsyncResult.get()), kept a day; the durable record is task_runs.
+        # Nothing on the task path needs PostgreSQL: a database outage delays work that
+        # uses the database and nothing else. Arguments are not stored with results
+        # (Flower shows them from events, truncated).
+        "result_backend": settings.redis_url,
+        "result_extended": False,
+        "result_expires": dt.timedelta(seconds=settings.result_expires_seconds),
         # JSON only: a pickle message is refused (and kept as a dead letter).
         "task_serializer": "json",
         "result_serializer": "json",
@@ -71,7 +78,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": DEFAULT_QUEUE,
         "task_routes": (route_task,),
         "task_annotations": (FamilyLimits(),),
-        "task_track_started": True,
+        # No STARTED state in the result backend: a round trip per task for a state that
+        # task_runs and Flower's task-started event already show.
+        "task_track_started": False,
         # Events for Flower; their queues expire when nobody listens, so they never pile up.
         "worker_send_task_events": True,
         "task_send_sent_event": True,

@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from db.session import session_scope
 from db.sql import execute_counted, queries
+from worker.arguments import validate_arguments
 from worker.base_task import TRANSIENT_ERRORS, AutomationTask, PermanentError, publish_after_commit
 from worker.queues import FALLBACK, family_of
 
@@ -73,18 +74,22 @@ class LedgerTask(AutomationTask):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.request.called_directly:
             return super().__call__(*args, **kwargs)
-        self._forward_if_misrouted(args, kwargs)
+        # Before a row is looked up or made: a bad id fails once, naming it.
+        validate_arguments(self.name, self.run, args, kwargs)
         track_id = kwargs["track_id"] if "track_id" in kwargs else args[0]
         try:
             row_id = kwargs.get("background_task_id") or self._row_for(track_id)
             attempt = self._claim(row_id)
         except TRANSIENT_ERRORS as exc:
-            raise self.retry(exc=exc) from exc
+            raise self.retry_transient(exc) from exc
         if attempt is None:
             return {"background_task_id": row_id, "skipped": "claimed or finished elsewhere"}
         try:
             self._refuse_if_redelivered_too_often()
-            return self._run_and_complete(row_id, attempt, args, kwargs)
+            try:
+                return self._run_and_complete(row_id, attempt, args, kwargs)
+            except TRANSIENT_ERRORS as exc:
+                raise self.retry_transient(exc) from exc
         except Retry as exc:
             self._settle(SQL["release_for_retry"], row_id, attempt, error=_describe(exc))
             raise
@@ -152,6 +157,7 @@ class LedgerTask(AutomationTask):
                 raise ClaimLostError(
                     f"background task {row_id} was taken from this run; its work is discarded"
                 )
+            self.mark_committed(session)
         return result
 
     def _settle(self, statement: Any, row_id: int, attempt: int, *, error: str) -> None:

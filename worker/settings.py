@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         default=512, ge=64, description="A worker child over this is replaced after its task."
     )
     worker_max_tasks_per_child: int = Field(default=1000, ge=1)
+    result_expires_seconds: int = Field(
+        default=24 * 3600,
+        ge=60,
+        description="How long Redis keeps a task's result for a sender that waits on it.",
+    )
     max_deliveries: int = Field(
         default=3,
         ge=1,
@@ -238,10 +243,6 @@ class Settings(BaseSettings):
     def uses_embedded_services(self) -> bool:
         """True when neither service was named, so `automation up` starts its own."""
         return not ({"database_url", "redis_url"} & self.model_fields_set)
-
-    @property
-    def celery_result_backend(self) -> str:
-        return "db+" + self.database_url
 
 
 def _one_line(error: ValidationError) -> str:

@@ -1,12 +1,13 @@
-"""Celery signal handlers: run history, log context, start-up checks, fork safety.
+"""Celery signal handlers: the run journal, log context, start-up checks, fork safety.
 
-Recording never breaks the task: every handler swallows and logs its own failure, so a
-database outage costs us history rows, never the work itself.
+A run's start and end are appended to the run journal (``worker.run_journal``) in Redis,
+the store the message itself came from; nothing here needs PostgreSQL. Recording never
+breaks the task: if Redis cannot take an entry either, the entry is written to
+PostgreSQL directly, and if that fails too the loss is logged at error level.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from typing import Any
@@ -18,11 +19,15 @@ from celery.utils.log import get_logger
 
 from db.migrate import SchemaBehindError, ensure_current
 from db.session import get_engine, reset_after_fork
-from worker import run_history
+from worker import run_journal
+from worker.redis_client import get_redis
+from worker.run_journal import RunStart, describe_error, summarize, utcnow
 
 log = get_logger(__name__)
 
-# Celery states -> task_runs.status
+# Celery states -> task_runs.status. None: the body was stopped from outside (the worker
+# cancelled it when the broker connection was lost, or a shutdown terminated it); the
+# message was not acknowledged and comes back.
 _STATUS = {
     "SUCCESS": "success",
     "FAILURE": "failure",
@@ -30,69 +35,95 @@ _STATUS = {
     "IGNORED": "ignored",
     "REJECTED": "ignored",
     "REVOKED": "revoked",
+    None: "cut_off",
 }
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @signals.task_prerun.connect
 def _record_start(task_id: str, task: Any, args: Any, kwargs: Any, **_: Any) -> None:
     request = task.request
-    try:
-        run_id, delivery = run_history.record_start(
-            get_engine(),
-            task_id=task_id,
-            task_name=task.name,
-            args=args,
-            kwargs=kwargs,
-            queue=(request.delivery_info or {}).get("routing_key"),
-            worker_host=request.hostname,
-            now=utcnow(),
-        )
-    except Exception:
-        log.warning("could not record the start of %s[%s]", task.name, task_id, exc_info=True)
-        return
-    request.run_id = run_id
-    request.delivery = delivery
+    headers = request.headers if isinstance(getattr(request, "headers", None), dict) else {}
+    run = RunStart(
+        run_key=run_journal.new_run_key(),
+        task_id=task_id,
+        task_name=task.name,
+        retries=int(request.retries or 0),
+        args_summary=summarize({"args": list(args or ()), "kwargs": dict(kwargs or {})}),
+        queue=(request.delivery_info or {}).get("routing_key"),
+        forwarded_from=headers.get("forwarded_from") or getattr(request, "forwarded_from", None),
+        worker_host=request.hostname,
+        started_at=utcnow(),
+    )
+    request.run = run
     request.run_clock = time.monotonic()
+    try:
+        request.delivery = run_journal.journal().start(run)
+    except Exception:
+        log.warning("run journal unavailable for the start of %s[%s]", task.name, task_id)
+        request.delivery = 1
+        run_journal.record("start", run.fields(), delivery=1)
 
 
 @signals.task_postrun.connect
-def _record_finish(task_id: str, task: Any, retval: Any, state: str, **_: Any) -> None:
+def _record_finish(task_id: str, task: Any, retval: Any, state: str | None, **_: Any) -> None:
     request = task.request
-    run_id = getattr(request, "run_id", None)
-    if run_id is None:
+    run: RunStart | None = getattr(request, "run", None)
+    if run is None:
         return
-    status = getattr(request, "run_outcome", None) or _STATUS.get(state, state.lower())
-    # Ignore (forwarded, replaced by a chord) is Celery's control flow, not a failure.
+    status = getattr(request, "run_outcome", None) or _STATUS.get(state, str(state).lower())
+    # Ignore (replaced by a chord) is Celery's control flow, not a failure.
     failed = isinstance(retval, BaseException) and not isinstance(retval, Ignore)
+    fields = {
+        "delivery": getattr(request, "delivery", 1),
+        "status": status,
+        "finished_at": utcnow().isoformat(),
+        "runtime_seconds": time.monotonic() - request.run_clock,
+        "result_summary": None if failed or retval is None else summarize(retval),
+        "error": describe_error(retval) if failed else None,
+    }
+    if state is None:
+        fields["error"] = "cut off: stopped from outside before it finished (connection lost)"
     try:
-        run_history.record_finish(
-            get_engine(),
-            run_id,
-            status=status,
-            now=utcnow(),
-            runtime_seconds=time.monotonic() - request.run_clock,
-            result=None if failed else retval,
-            error=run_history.describe_error(retval) if failed else None,
-        )
+        run_journal.journal().finish(run, fields)
     except Exception:
-        log.warning("could not record the end of %s[%s]", task.name, task_id, exc_info=True)
+        log.warning("run journal unavailable for the end of %s[%s]", task.name, task_id)
+        run_journal.record("finish", {**run.fields(), **fields}, delivery=fields["delivery"])
 
 
 @signals.task_failure.connect
 def _record_killed(task_id: str, exception: BaseException, sender: Any, **_: Any) -> None:
     # A child killed for its hard time limit never reaches postrun; the parent reports it.
+    # (A child that died otherwise is requeued: its next delivery marks the run lost.)
     if not isinstance(exception, TimeLimitExceeded | WorkerLostError):
         return
-    try:
-        run_history.record_killed(
-            get_engine(), task_id, error=run_history.describe_error(exception), now=utcnow()
-        )
-    except Exception:
-        log.warning("could not record the kill of %s[%s]", sender.name, task_id, exc_info=True)
+    run_journal.record(
+        "killed",
+        {
+            "task_id": task_id,
+            "error": describe_error(exception),
+            "finished_at": utcnow().isoformat(),
+        },
+    )
+
+
+# The worker main process's drainer (signals give no other place to keep it).
+_drainers: dict[str, run_journal.Drainer] = {}
+
+
+@signals.worker_ready.connect
+def _start_drainer(**_: Any) -> None:
+    if "drainer" not in _drainers:
+        drainer = run_journal.Drainer(get_engine(), get_redis())
+        drainer.start()
+        _drainers["drainer"] = drainer
+
+
+@signals.worker_shutdown.connect
+def _stop_drainer(**_: Any) -> None:
+    drainer = _drainers.pop("drainer", None)
+    if drainer is not None:
+        drainer.stop()
+        drainer.join(timeout=10)
 
 
 @signals.worker_process_init.connect

@@ -69,8 +69,11 @@ class BackgroundTask(Base):
     )
 
 
-# started: running, or its worker died (then "lost" once the message comes back);
-# refused: redelivered past MAX_DELIVERIES; forwarded: arrived on the inbox, sent home.
+# started: running, or its worker died (then "lost" once the message comes back or the
+# worker's parent reports the death); refused: redelivered past MAX_DELIVERIES; cut_off:
+# stopped because the broker connection was lost, its message to be delivered again;
+# duplicate: a ledger message whose row was already claimed or finished elsewhere;
+# forwarded: kept for rows written before the inbox forwarded messages without a run.
 TASK_RUN_STATUSES = (
     "started",
     "success",
@@ -81,27 +84,41 @@ TASK_RUN_STATUSES = (
     "lost",
     "refused",
     "revoked",
+    "cut_off",
+    "duplicate",
 )
 
 
 class TaskRun(Base):
-    """One execution of one task, recorded from Celery signals (cf. pg_cron's job_run_details)."""
+    """One execution of one task (cf. pg_cron's job_run_details), from the run journal.
+
+    ``run_key`` names the execution: the journal's start and finish entries and the
+    task's own transaction (``committed_at``) all write the same row, in any order.
+    """
 
     __tablename__ = "task_runs"
 
     id: Mapped[BigId]
+    run_key: Mapped[str] = mapped_column(Text, unique=True)
     task_id: Mapped[str] = mapped_column(Text)
     task_name: Mapped[str] = mapped_column(Text)
     args_summary: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(Text)
     queue: Mapped[str | None] = mapped_column(Text)
+    # The message's retry number (a retry is a new message with the same task id) and,
+    # within it, which delivery this is: 2 or more means earlier ones died with a worker.
+    retries: Mapped[int] = mapped_column(server_default=text("0"))
     delivery: Mapped[int] = mapped_column(server_default=text("1"))
+    # The queue a by-name message first arrived on before it was sent to its home queue.
+    forwarded_from: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[dt.datetime]
     finished_at: Mapped[dt.datetime | None]
     runtime_seconds: Mapped[float | None]
     worker_host: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     result_summary: Mapped[str | None] = mapped_column(Text)
+    # Set in the task's own transaction: its work committed, whatever happened after.
+    committed_at: Mapped[dt.datetime | None]
 
     __table_args__ = (
         Index("ix_task_runs_task_id", "task_id"),
@@ -126,3 +143,5 @@ class DeadLetter(Base):
     headers: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     body: Mapped[str | None] = mapped_column(Text)
     worker_host: Mapped[str | None] = mapped_column(Text)
+    # The run journal's entry id: a dead letter drained twice is stored once.
+    journal_id: Mapped[str | None] = mapped_column(Text, unique=True)

@@ -1,0 +1,523 @@
+"""The run journal: what the task path records goes to Redis first, then to PostgreSQL.
+
+Every message that reaches a worker must end in one visible place, a run in ``task_runs``
+or a row in ``dead_letters``, and that record must exist before the message is
+acknowledged. Writing it to PostgreSQL on the task path made every task pay two
+synchronous commits, and made a database outage discard work: the record failed, so the
+message was acknowledged with no trace. The message itself lives in Redis, so the record
+goes there too, in the same store and at the same durability: one round trip appends an
+entry to a stream (``automation:journal``). A drainer thread in every worker's main
+process moves entries into PostgreSQL in batches, and acknowledges them only after its
+transaction commits; while PostgreSQL is down, entries wait in Redis and the tasks that
+do not need the database go on running.
+
+How late a record can be: normally under a second (a drainer is woken by each entry); in
+a PostgreSQL outage, until the database is back; if every worker is down, until one
+starts. A SIGKILLed worker loses nothing already appended: its last run's start entry is
+there, and becomes ``lost`` when the message comes back.
+
+What a run's row says:
+
+- ``started`` then the body's outcome (``success``, ``failure``, ``retry``, ``refused``,
+  ``duplicate``, ``ignored``, ``revoked``) from the child's finish entry;
+- ``success`` with ``committed_at`` as soon as the task's own transaction commits, since
+  the marker is written in that transaction: a run killed after its commit is never
+  ``lost``;
+- ``cut_off`` when the broker connection was lost mid-run (the message comes back);
+- ``lost`` when the same message is delivered again while its earlier delivery never
+  finished (its worker died), and ``failure`` when the worker's parent killed the child
+  at the hard time limit.
+
+Delivery counting, for ``MAX_DELIVERIES``: a counter per (task id, retry) in Redis goes up
+when a delivery starts and is deleted when it finishes, however it finishes. A delivery
+that finds it above zero follows deliveries whose worker died; only those count.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import functools
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import redis
+from sqlalchemy import Connection, Engine, case, func, literal, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
+
+from db.models import DeadLetter, TaskRun
+
+log = logging.getLogger(__name__)
+
+STREAM = "automation:journal"
+GROUP = "drainers"
+INFLIGHT_PREFIX = "automation:inflight:"
+# Entries the drainer could not store even one by one (a bug, not an outage): kept here.
+REJECTED = "automation:journal:rejected"
+# A delivery counter outlives any redelivery (the visibility timeout is two hours).
+INFLIGHT_TTL_SECONDS = 24 * 3600
+
+SUMMARY_LIMIT = 500  # characters kept of arguments, results and errors
+BODY_LIMIT = 256 * 1024  # a dead letter keeps its body whole up to this
+
+# A start: count the delivery and append the entry in one round trip.
+_START = """
+local delivery = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[2], '*', 'k', 'start', 'd', ARGV[2], 'n', delivery)
+return delivery
+"""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def truncate(text: str, limit: int = SUMMARY_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def summarize(value: Any, limit: int = SUMMARY_LIMIT) -> str:
+    """A JSON rendering of ``value``, cut to ``limit`` characters."""
+    try:
+        text = json.dumps(value, default=repr, sort_keys=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return truncate(text, limit)
+
+
+def describe_error(exc: BaseException) -> str:
+    return truncate(f"{type(exc).__name__}: {exc}")
+
+
+def inflight_key(task_id: str, retries: int) -> str:
+    return f"{INFLIGHT_PREFIX}{task_id}:{retries}"
+
+
+# -- the task path's side: append ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """What is known of a run when its body is about to start."""
+
+    task_id: str
+    task_name: str
+    retries: int
+    args_summary: str
+    queue: str | None
+    forwarded_from: str | None
+    worker_host: str | None
+    started_at: dt.datetime
+    run_key: str = ""
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "run_key": self.run_key,
+            "task_id": self.task_id,
+            "task_name": self.task_name,
+            "retries": self.retries,
+            "args_summary": self.args_summary,
+            "queue": self.queue,
+            "forwarded_from": self.forwarded_from,
+            "worker_host": self.worker_host,
+            "started_at": self.started_at.isoformat(),
+        }
+
+
+def new_run_key() -> str:
+    return uuid.uuid4().hex
+
+
+class Journal:
+    """Appends entries; one per process (redis-py's pool reconnects after a fork)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._start = client.register_script(_START)
+
+    def start(self, run: RunStart) -> int:
+        """Append the start of ``run``; return its delivery number (1 unless workers died)."""
+        return int(
+            self._start(
+                keys=[inflight_key(run.task_id, run.retries), STREAM],
+                args=[INFLIGHT_TTL_SECONDS, json.dumps(run.fields())],
+            )
+        )
+
+    def finish(self, run: RunStart, fields: Mapping[str, Any]) -> None:
+        """Append the end of ``run``; its delivery no longer counts as in flight."""
+        entry = {**run.fields(), **fields}
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(inflight_key(run.task_id, run.retries))
+        pipe.xadd(STREAM, {"k": "finish", "d": json.dumps(entry, default=str)})
+        pipe.execute()
+
+    def append(self, kind: str, fields: Mapping[str, Any]) -> str:
+        entry_id = self.client.xadd(STREAM, {"k": kind, "d": json.dumps(fields, default=str)})
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+@functools.cache
+def journal() -> Journal:
+    """This process's journal (redis-py's pool opens fresh connections after a fork)."""
+    from worker.redis_client import get_redis
+
+    return Journal(get_redis())
+
+
+def record(kind: str, fields: Mapping[str, Any], delivery: int = 0) -> bool:
+    """Append an entry; PostgreSQL directly if Redis will not take it. False: neither did."""
+    try:
+        journal().append(kind, fields)
+        return True
+    except Exception as exc:
+        redis_error: Exception = exc
+    try:
+        from db.session import get_engine
+
+        store(get_engine(), [("", kind, dict(fields), delivery)])
+        return True
+    except Exception:
+        log.error(
+            "run journal: %s entry for %s not recorded: Redis: %s; PostgreSQL failed too",
+            kind,
+            fields.get("task_id"),
+            redis_error,
+            exc_info=True,
+        )
+        return False
+
+
+# -- dead letters ---------------------------------------------------------------------------
+
+
+def body_text(body: Any) -> str | None:
+    if body is None:
+        return None
+    if isinstance(body, str):
+        return body[:BODY_LIMIT]
+    if isinstance(body, bytes | bytearray | memoryview):
+        raw = bytes(body)[:BODY_LIMIT]
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "base64:" + base64.b64encode(raw).decode("ascii")
+    return summarize(body, BODY_LIMIT)
+
+
+def dead_letter_fields(
+    *,
+    reason: str,
+    headers: Any,
+    body: Any,
+    content_type: Any,
+    queue: Any,
+    worker_host: str | None,
+) -> dict[str, Any]:
+    """A dead letter's row, from whatever the message had (any of it may be malformed)."""
+    safe_headers = headers if isinstance(headers, Mapping) else {"not_a_mapping": headers}
+    safe_headers = json.loads(json.dumps(dict(safe_headers), default=repr))
+    return {
+        "reason": truncate(reason, 2000),
+        "task_id": _short_str(safe_headers.get("id")),
+        "task_name": _short_str(safe_headers.get("task")),
+        "queue": _short_str(queue),
+        "content_type": _short_str(content_type),
+        "headers": safe_headers,
+        "body": body_text(body),
+        "worker_host": worker_host,
+        "received_at": utcnow().isoformat(),
+    }
+
+
+def _short_str(value: Any) -> str | None:
+    return None if value is None else truncate(str(value), 200)
+
+
+# -- the drainer's side: store --------------------------------------------------------------
+
+_RUN_COLUMNS = (
+    "run_key",
+    "task_id",
+    "task_name",
+    "retries",
+    "delivery",
+    "args_summary",
+    "status",
+    "queue",
+    "forwarded_from",
+    "worker_host",
+    "started_at",
+    "finished_at",
+    "runtime_seconds",
+    "result_summary",
+    "error",
+    "committed_at",
+)
+_FINISH_COLUMNS = ("finished_at", "runtime_seconds", "result_summary", "error")
+_START_COLUMNS = ("task_name", "args_summary", "queue", "forwarded_from", "worker_host")
+
+
+def _rank(status: Any) -> Any:
+    """A run's status only moves forward: started, then lost, then an outcome."""
+    return case((status == "started", 0), (status == "lost", 1), else_=2)
+
+
+def _py_rank(status: str) -> int:
+    return {"started": 0, "lost": 1}.get(status, 2)
+
+
+def upsert_runs(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert or merge runs by ``run_key``; entries may arrive in any order, or twice."""
+    if not rows:
+        return
+    stmt = pg_insert(TaskRun).values([{c: row.get(c) for c in _RUN_COLUMNS} for row in rows])
+    new, old = stmt.excluded, TaskRun.__table__.c
+    takes_outcome = (new.finished_at.is_not(None)) & (_rank(new.status) >= _rank(old.status))
+    updates: dict[str, Any] = {
+        "status": case((_rank(new.status) >= _rank(old.status), new.status), else_=old.status),
+        "started_at": func.least(old.started_at, new.started_at),
+        "delivery": func.greatest(old.delivery, new.delivery),
+        "committed_at": func.coalesce(old.committed_at, new.committed_at),
+    }
+    updates |= {c: func.coalesce(new[c], old[c]) for c in _START_COLUMNS}
+    updates |= {c: case((takes_outcome, new[c]), else_=old[c]) for c in _FINISH_COLUMNS}
+    conn.execute(stmt.on_conflict_do_update(index_elements=["run_key"], set_=updates))
+
+
+def mark_committed(conn: Connection, run: RunStart, delivery: int, now: dt.datetime) -> None:
+    """In the task's own transaction: its work commits, and so does this row saying so."""
+    upsert_runs(
+        conn,
+        [
+            {
+                **run.fields(),
+                "started_at": run.started_at,
+                "delivery": delivery,
+                "status": "success",
+                "finished_at": now,
+                "runtime_seconds": (now - run.started_at).total_seconds(),
+                "committed_at": now,
+            }
+        ],
+    )
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromisoformat(value)
+
+
+def _merge_runs(entries: Iterable[tuple[str, str, dict[str, Any], int]]) -> list[dict[str, Any]]:
+    """One row per run key from its entries in this batch (a later outcome wins)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for _, kind, data, delivery in entries:
+        row = {
+            **data,
+            "started_at": _parse_time(data.get("started_at")),
+            "finished_at": _parse_time(data.get("finished_at")),
+            "status": data.get("status") or "started",
+            "delivery": delivery or data.get("delivery") or 1,
+        }
+        if kind == "start":
+            row["delivery"] = delivery
+        previous = rows.get(row["run_key"])
+        if previous is None:
+            rows[row["run_key"]] = row
+            continue
+        merged = {**previous, **{k: v for k, v in row.items() if v is not None}}
+        if _py_rank(row["status"]) < _py_rank(previous["status"]):
+            for column in ("status", *_FINISH_COLUMNS):
+                merged[column] = previous.get(column)
+        merged["delivery"] = max(previous["delivery"], row["delivery"])
+        rows[row["run_key"]] = merged
+    return list(rows.values())
+
+
+def store(engine: Engine, entries: list[tuple[str, str, dict[str, Any], int]]) -> None:
+    """Write a batch of decoded entries ``(entry id, kind, data, delivery)`` in one transaction."""
+    runs = [e for e in entries if e[1] in ("start", "finish")]
+    with engine.begin() as conn:
+        upsert_runs(conn, _merge_runs(runs))
+        for _, kind, data, delivery in runs:
+            if kind == "start" and delivery > 1:
+                # This message was delivered before and that run never finished: its
+                # worker died. A run whose transaction committed already says success.
+                conn.execute(
+                    update(TaskRun)
+                    .where(
+                        TaskRun.task_id == data["task_id"],
+                        TaskRun.retries == data["retries"],
+                        TaskRun.status == "started",
+                        TaskRun.run_key != data["run_key"],
+                    )
+                    .values(
+                        status="lost",
+                        error=func.coalesce(
+                            TaskRun.error, "its worker died; the message was delivered again"
+                        ),
+                    )
+                )
+        for _, kind, data, _ in entries:
+            if kind == "killed":
+                finished = _parse_time(data["finished_at"])
+                conn.execute(
+                    update(TaskRun)
+                    .where(TaskRun.task_id == data["task_id"], TaskRun.status == "started")
+                    .values(
+                        status="failure",
+                        finished_at=finished,
+                        runtime_seconds=func.extract(
+                            "epoch", literal(finished) - TaskRun.started_at
+                        ),
+                        error=data["error"],
+                    )
+                )
+        dead = [
+            {**data, "journal_id": entry_id, "received_at": _parse_time(data.get("received_at"))}
+            for entry_id, kind, data, _ in entries
+            if kind == "dead"
+        ]
+        if dead:
+            conn.execute(
+                pg_insert(DeadLetter)
+                .values(dead)
+                .on_conflict_do_nothing(index_elements=["journal_id"])
+            )
+
+
+def _decode(entry_id: Any, fields: Mapping[bytes, bytes]) -> tuple[str, str, dict[str, Any], int]:
+    ident = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    kind = fields[b"k"].decode()
+    data = json.loads(fields[b"d"])
+    delivery = int(fields.get(b"n", b"0"))
+    return ident, kind, data, delivery
+
+
+class Drainer(threading.Thread):
+    """Moves journal entries into PostgreSQL; one per worker main process, any number."""
+
+    BLOCK_MS = 1000
+    BATCH = 500
+    CLAIM_IDLE_MS = 60_000  # entries a dead drainer had read are taken over after this
+    CLAIM_EVERY_SECONDS = 30.0
+
+    def __init__(self, engine: Engine, client: redis.Redis, name: str | None = None) -> None:
+        super().__init__(name="journal-drainer", daemon=True)
+        self.engine = engine
+        self.client = client
+        self.consumer = name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.stopping = threading.Event()
+
+    def ensure_group(self) -> None:
+        try:
+            self.client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read(self, start: str) -> list[tuple[Any, Mapping[bytes, bytes]]]:
+        """``start`` is ``0`` for this drainer's own unacknowledged entries, ``>`` for new."""
+        block = None if start == "0" else self.BLOCK_MS
+        reply: Any = self.client.xreadgroup(
+            GROUP, self.consumer, {STREAM: start}, count=self.BATCH, block=block
+        )
+        return list(reply[0][1]) if reply else []
+
+    def claim_stale(self) -> list[tuple[Any, Mapping[bytes, bytes]]]:
+        reply: Any = self.client.xautoclaim(
+            STREAM, GROUP, self.consumer, self.CLAIM_IDLE_MS, "0-0", count=self.BATCH
+        )
+        return [entry for entry in reply[1] if entry[1]]
+
+    def apply(self, raw: list[tuple[Any, Mapping[bytes, bytes]]]) -> None:
+        """Store ``raw`` and acknowledge it; entries that cannot be stored are set aside."""
+        if not raw:
+            return
+        decoded, undecodable = [], []
+        for entry_id, fields in raw:
+            try:
+                decoded.append(_decode(entry_id, fields))
+            except (KeyError, ValueError, UnicodeDecodeError):
+                undecodable.append((entry_id, fields))
+        try:
+            store(self.engine, decoded)
+        except DBAPIError as exc:
+            if exc.connection_invalidated or _is_outage(exc):
+                raise
+            # A bad entry (a bug): store the others one by one, set the bad ones aside.
+            for entry in decoded:
+                try:
+                    store(self.engine, [entry])
+                except DBAPIError as one:
+                    if one.connection_invalidated or _is_outage(one):
+                        raise
+                    undecodable.append((entry[0], {b"d": json.dumps(entry[2]).encode()}))
+                    log.error("journal entry %s could not be stored: %s", entry[0], one)
+        if undecodable:
+            pipe = self.client.pipeline()
+            for entry_id, fields in undecodable:
+                pipe.lpush(REJECTED, json.dumps({"id": str(entry_id), "fields": repr(fields)}))
+            pipe.ltrim(REJECTED, 0, 9999)
+            pipe.execute()
+        ids = [entry_id for entry_id, _ in raw]
+        pipe = self.client.pipeline()
+        pipe.xack(STREAM, GROUP, *ids)
+        pipe.xdel(STREAM, *ids)
+        pipe.execute()
+
+    def drain_once(self, start: str = ">") -> int:
+        raw = self.read(start)
+        self.apply(raw)
+        return len(raw)
+
+    def run(self) -> None:
+        backoff, failing, own_pending = 1.0, False, True
+        next_claim = 0.0
+        while not self.stopping.is_set():
+            try:
+                if own_pending:
+                    # At start, or after an outage: what this drainer read but did not store.
+                    self.ensure_group()
+                    while self.drain_once("0"):
+                        pass
+                    own_pending = False
+                now = time.monotonic()
+                if now >= next_claim:
+                    self.apply(self.claim_stale())
+                    next_claim = now + self.CLAIM_EVERY_SECONDS
+                self.drain_once(">")
+                if failing:
+                    log.warning("run journal: PostgreSQL answers again; draining")
+                backoff, failing = 1.0, False
+            except Exception as exc:
+                if not failing:
+                    log.warning("run journal: cannot drain (%s); entries wait in Redis", exc)
+                failing, own_pending = True, True
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def _is_outage(exc: DBAPIError) -> bool:
+    return isinstance(exc.orig, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def pending_entries(client: redis.Redis) -> int:
+    """Entries not yet in PostgreSQL (for the status report)."""
+    try:
+        return int(client.xlen(STREAM))
+    except redis.ResponseError:
+        return 0
