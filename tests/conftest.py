@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,9 +116,21 @@ def redis_client() -> Iterator[redis_lib.Redis]:
 
 @pytest.fixture(autouse=True)
 def _isolated(engine: Any) -> Iterator[None]:
-    """Every test starts from empty tables and empty queues."""
+    """Every test starts from empty tables, empty queues and an empty run journal."""
     yield
     from sqlalchemy import text
+
+    from worker import run_journal
+
+    client = redis_lib.Redis.from_url(os.environ["REDIS_URL"])
+    # Let the test's last run records land first, so none arrives in the next test.
+    deadline = time.monotonic() + 3
+    while client.xlen(run_journal.STREAM) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.xtrim(run_journal.STREAM, maxlen=0)
+    inflight = list(client.scan_iter(run_journal.INFLIGHT_PREFIX + "*"))
+    if inflight:
+        client.delete(*inflight)
 
     with engine.begin() as conn:
         tables = conn.scalars(
@@ -130,7 +143,6 @@ def _isolated(engine: Any) -> Iterator[None]:
             conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
     from worker.queues import INBOX_QUEUE, QUEUE_NAMES, redis_keys
 
-    client = redis_lib.Redis.from_url(os.environ["REDIS_URL"])
     client.delete(*(key for queue in (*QUEUE_NAMES, INBOX_QUEUE) for key in redis_keys(queue)))
     client.close()
 
@@ -147,7 +159,15 @@ def celery_worker(app: Any) -> Iterator[Any]:
 
     from worker.queues import INBOX_QUEUE, QUEUE_NAMES
 
+    from db.session import get_engine
+    from worker.redis_client import get_redis
+    from worker.run_journal import Drainer
+
     subprocess_queues = {"analysis", "enrichment"}
+    # A worker started from the command line starts its journal drainer on worker_ready,
+    # which the test worker never sends: start the same drainer beside it.
+    drainer = Drainer(get_engine(), get_redis())
+    drainer.start()
 
     with start_worker(
         app,
@@ -159,6 +179,8 @@ def celery_worker(app: Any) -> Iterator[Any]:
         shutdown_timeout=30,
     ) as worker:
         yield worker
+    drainer.stop()
+    drainer.join(timeout=10)
 
 
 @pytest.fixture

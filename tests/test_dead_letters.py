@@ -57,5 +57,5 @@ def test_a_message_without_a_task_name_is_kept_as_a_dead_letter(
         )
 
     [letter] = wait_for(lambda: dead_letters(session))
-    assert letter.reason == "not a task message (no task name in its headers)"
+    assert letter.reason == "not a task message (no task name in its headers or body)"
     assert letter.body == '{"hello": "world"}'

@@ -70,12 +70,11 @@ def test_the_task_still_runs_when_its_run_cannot_be_recorded(
     assert [sent["task"] for sent in outcome["triggered"]] == ["automation.status"]
 
 
-def test_a_message_that_keeps_killing_its_worker_is_refused_after_the_cap(
-    app: Any, celery_worker: Any, session: Any, engine: Any
-) -> None:
-    # Three earlier deliveries of this message started and never finished: each time
-    # the worker died and Redis handed the message back (MAX_DELIVERIES defaults to 3).
-    task_id = str(uuid.uuid4())
+def earlier_deliveries_died(engine: Any, redis_client: Any, task_id: str, deliveries: int) -> None:
+    """As if ``deliveries`` runs of this message started and their worker died each time."""
+    from worker.run_journal import inflight_key
+
+    redis_client.set(inflight_key(task_id, 0), deliveries)
     with engine.begin() as conn:
         conn.execute(
             insert(TaskRun),
@@ -84,11 +83,21 @@ def test_a_message_that_keeps_killing_its_worker_is_refused_after_the_cap(
                     "task_id": task_id,
                     "task_name": "automation.status",
                     "status": "started",
+                    "delivery": n,
                     "started_at": an_hour_ago(),
                 }
-                for _ in range(3)
+                for n in range(1, deliveries + 1)
             ],
         )
+
+
+def test_a_message_that_keeps_killing_its_worker_is_refused_after_the_cap(
+    app: Any, celery_worker: Any, session: Any, engine: Any, redis_client: Any
+) -> None:
+    # Three earlier deliveries of this message started and never finished: each time
+    # the worker died and Redis handed the message back (MAX_DELIVERIES defaults to 3).
+    task_id = str(uuid.uuid4())
+    earlier_deliveries_died(engine, redis_client, task_id, 3)
 
     result = app.send_task("automation.status", task_id=task_id)
     with pytest.raises(Exception, match="delivered 4 times"):
@@ -102,25 +111,156 @@ def test_a_message_that_keeps_killing_its_worker_is_refused_after_the_cap(
 
 
 def test_a_redelivered_message_marks_the_unfinished_run_lost_and_runs(
-    app: Any, celery_worker: Any, session: Any, engine: Any
+    app: Any, celery_worker: Any, session: Any, engine: Any, redis_client: Any
 ) -> None:
     task_id = str(uuid.uuid4())
-    with engine.begin() as conn:
-        conn.execute(
-            insert(TaskRun).values(
-                task_id=task_id,
-                task_name="automation.status",
-                status="started",
-                started_at=an_hour_ago(),
-            )
-        )
+    earlier_deliveries_died(engine, redis_client, task_id, 1)
 
     app.send_task("automation.status", task_id=task_id).get(timeout=30)
 
     runs = wait_for(
         lambda: (
-            [r for r in runs_of(session, task_id) if r.status == "success"]
-            and runs_of(session, task_id)
+            [r for r in runs_of(session, task_id) if r.status == "success" and r.finished_at]
+            and [r for r in runs_of(session, task_id) if r.status != "started"]
         )
     )
     assert [(r.status, r.delivery) for r in runs] == [("lost", 1), ("success", 2)]
+
+
+def test_retries_are_not_counted_as_deliveries_of_a_dead_worker(
+    app: Any, celery_worker: Any, session: Any, redis_client: Any
+) -> None:
+    from worker.run_journal import INFLIGHT_PREFIX
+
+    result = app.send_task("automation.status")
+    result.get(timeout=30)
+    wait_for(lambda: [r for r in runs_of(session, result.id) if r.finished_at])
+
+    # A finished run, whatever its outcome, leaves no delivery in flight behind it.
+    assert list(redis_client.scan_iter(INFLIGHT_PREFIX + result.id + "*")) == []
+
+
+# -- the journal's rules, driven without a worker ------------------------------------------
+
+
+def a_run(task_id: str, delivery: int = 1) -> Any:
+    from worker.run_journal import RunStart, new_run_key
+
+    return RunStart(
+        run_key=new_run_key(),
+        task_id=task_id,
+        task_name="automation.status",
+        retries=0,
+        args_summary="{}",
+        queue="default",
+        forwarded_from=None,
+        worker_host="w@test",
+        started_at=an_hour_ago() + dt.timedelta(minutes=delivery),
+    )
+
+
+def drain(engine: Any, redis_client: Any) -> None:
+    from worker.run_journal import STREAM, Drainer
+
+    drainer = Drainer(engine, redis_client)
+    drainer.ensure_group()
+    while drainer.drain_once(">"):
+        pass
+    # A worker's drainer may have taken some entries: wait until it has stored them.
+    wait_for(lambda: redis_client.xlen(STREAM) == 0)
+
+
+def test_a_run_killed_after_its_transaction_committed_is_success_not_lost(
+    engine: Any, redis_client: Any, session: Any
+) -> None:
+    from worker.run_journal import Journal, mark_committed
+
+    journal = Journal(redis_client)
+    first = a_run("t-commit", delivery=1)
+    assert journal.start(first) == 1
+    with engine.begin() as conn:  # the task's own transaction, marker included
+        mark_committed(conn, first, 1, an_hour_ago() + dt.timedelta(minutes=2))
+    # ... and then the child is SIGKILLed: no finish entry. The message comes back.
+    second = a_run("t-commit", delivery=2)
+    assert journal.start(second) == 2
+    journal.finish(
+        second, {"delivery": 2, "status": "success", "finished_at": "2026-01-01T00:00:00+00:00"}
+    )
+    drain(engine, redis_client)
+
+    runs = runs_of(session, "t-commit")
+    assert [(r.delivery, r.status, r.committed_at is not None) for r in runs] == [
+        (1, "success", True),
+        (2, "success", False),
+    ]
+
+
+def test_a_run_that_never_finished_is_lost_once_its_message_comes_back(
+    engine: Any, redis_client: Any, session: Any
+) -> None:
+    from worker.run_journal import Journal
+
+    journal = Journal(redis_client)
+    journal.start(a_run("t-lost", delivery=1))
+    drain(engine, redis_client)
+    assert [r.status for r in runs_of(session, "t-lost")] == ["started"]
+
+    journal.start(a_run("t-lost", delivery=2))
+    drain(engine, redis_client)
+
+    assert [(r.delivery, r.status) for r in runs_of(session, "t-lost")] == [
+        (1, "lost"),
+        (2, "started"),
+    ]
+
+
+def test_a_run_cut_off_by_a_lost_connection_ends_cut_off_and_is_not_a_dead_delivery(
+    engine: Any, redis_client: Any, session: Any
+) -> None:
+    from worker.run_journal import Journal
+
+    journal = Journal(redis_client)
+    run = a_run("t-cut", delivery=1)
+    journal.start(run)
+    journal.finish(
+        run,
+        {
+            "delivery": 1,
+            "status": "cut_off",
+            "finished_at": "2026-01-01T00:00:00+00:00",
+            "error": "cut off",
+        },
+    )
+    drain(engine, redis_client)
+
+    assert [r.status for r in runs_of(session, "t-cut")] == ["cut_off"]
+    # The message comes back and counts as its first delivery again: nobody died.
+    assert journal.start(a_run("t-cut")) == 1
+
+
+def test_entries_drained_out_of_order_or_twice_give_the_same_row(
+    engine: Any, redis_client: Any, session: Any
+) -> None:
+    from worker.run_journal import RunStart, store
+
+    run: RunStart = a_run("t-order")
+    start = ("1-0", "start", run.fields(), 1)
+    finish = (
+        "2-0",
+        "finish",
+        {
+            **run.fields(),
+            "delivery": 1,
+            "status": "failure",
+            "error": "boom",
+            "finished_at": "2026-01-01T00:00:00+00:00",
+            "runtime_seconds": 1.5,
+        },
+        0,
+    )
+    store(engine, [finish])
+    store(engine, [start])
+    store(engine, [finish, start])
+
+    [row] = runs_of(session, "t-order")
+    assert (row.status, row.error, row.runtime_seconds, row.delivery) == ("failure", "boom", 1.5, 1)

@@ -306,8 +306,6 @@ def mark_committed(conn: Connection, run: RunStart, delivery: int, now: dt.datet
                 "started_at": run.started_at,
                 "delivery": delivery,
                 "status": "success",
-                "finished_at": now,
-                "runtime_seconds": (now - run.started_at).total_seconds(),
                 "committed_at": now,
             }
         ],
@@ -446,6 +444,8 @@ class Drainer(threading.Thread):
             return
         decoded, undecodable = [], []
         for entry_id, fields in raw:
+            if not fields:  # trimmed away while this drainer held it: nothing to store
+                continue
             try:
                 decoded.append(_decode(entry_id, fields))
             except (KeyError, ValueError, UnicodeDecodeError):

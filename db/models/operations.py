@@ -99,7 +99,9 @@ class TaskRun(Base):
     __tablename__ = "task_runs"
 
     id: Mapped[BigId]
-    run_key: Mapped[str] = mapped_column(Text, unique=True)
+    run_key: Mapped[str] = mapped_column(
+        Text, unique=True, server_default=text("(gen_random_uuid())::text")
+    )
     task_id: Mapped[str] = mapped_column(Text)
     task_name: Mapped[str] = mapped_column(Text)
     args_summary: Mapped[str | None] = mapped_column(Text)

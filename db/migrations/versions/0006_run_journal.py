@@ -19,7 +19,12 @@ def upgrade() -> None:
     op.add_column("task_runs", sa.Column("run_key", sa.Text(), nullable=True))
     # Rows written before the journal are their own executions.
     op.execute("UPDATE task_runs SET run_key = 'before-journal:' || id")
-    op.alter_column("task_runs", "run_key", nullable=False)
+    op.alter_column(
+        "task_runs",
+        "run_key",
+        nullable=False,
+        server_default=sa.text("(gen_random_uuid())::text"),
+    )
     op.create_unique_constraint(op.f("uq_task_runs_run_key"), "task_runs", ["run_key"])
     op.add_column(
         "task_runs",
