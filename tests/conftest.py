@@ -157,9 +157,8 @@ def celery_worker(app: Any) -> Iterator[Any]:
     """
     from celery.contrib.testing.worker import start_worker
 
-    from worker.queues import INBOX_QUEUE, QUEUE_NAMES
-
     from db.session import get_engine
+    from worker.queues import INBOX_QUEUE, QUEUE_NAMES
     from worker.redis_client import get_redis
     from worker.run_journal import Drainer
 
