@@ -24,6 +24,7 @@ from worker.base_task import AutomationTask, PermanentError
 from worker.celery_app import app
 from worker.ledger import limit_params
 from worker.queues import INBOX_QUEUE, PRIORITY_STEPS, QUEUE_NAMES, redis_keys
+from worker.run_journal import pending_entries
 from worker.settings import get_settings
 
 # Short names for the spec's manual triggers. A name is offered only once every task it
@@ -186,6 +187,9 @@ def collect_status(
     try:
         with redis.Redis.from_url(redis_url, socket_connect_timeout=3) as client:
             report["queues"] = queue_depths(client)
+            # Run records and dead letters not yet in PostgreSQL (it is down, or every
+            # worker is): they land as soon as a worker's drainer can write them.
+            report["run_journal_waiting"] = pending_entries(client)
             report["enrichment"]["spotify_paused"] = spotify_pause(get_settings(), client)
     except redis.RedisError as exc:
         report["queues"] = {"error": f"Redis unavailable: {exc}"}

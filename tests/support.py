@@ -31,12 +31,13 @@ def wait_for(probe: Callable[[], T], timeout: float = 20.0, interval: float = 0.
 
 @contextlib.contextmanager
 def worker_process(
-    app: Any, queues: str, concurrency: int = 1
+    app: Any, queues: str, concurrency: int = 1, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real ``celery worker`` subprocess (prefork) on ``queues``, answering pings.
 
     Its own process group, so a test can SIGKILL the whole worker, parent and children, as a
     host failure would. Output goes to a file named in the failure message, if any.
+    ``env`` overrides variables of the test's environment (another DATABASE_URL, say).
     """
     name = f"{queues.replace(',', '-')}-{uuid.uuid4().hex[:6]}@test"
     log = Path(os.environ["DATA_DIR"]).parent / f"{name}.log"
@@ -56,7 +57,7 @@ def worker_process(
     with log.open("wb") as output:
         process = subprocess.Popen(
             command,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,

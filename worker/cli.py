@@ -229,6 +229,8 @@ def render_status(report: dict[str, Any]) -> str:
             if "error" not in report["queues"]
             else report["queues"]["error"]
         ),
+        f"run journal:      {report.get('run_journal_waiting', 'unknown')} record(s) "
+        "waiting for PostgreSQL",
         "schedule:" if report["schedule"] else "schedule:         (no entries yet)",
     ]
     for entry in report["schedule"]:

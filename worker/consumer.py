@@ -40,12 +40,12 @@ _OPTIONAL_STR_HEADERS = (
     "shadow",
     "forwarded_from",
 )
+_COUNT_HEADERS = ("retries", "replaced_task_nesting", "group_index")
 _EMBED_LISTS = ("callbacks", "errbacks", "chain")
+MAX_COUNT = 1_000_000
 
 
 def _is_time(value: Any) -> bool:
-    if value is None:
-        return True
     if not isinstance(value, str):
         return False
     try:
@@ -55,31 +55,49 @@ def _is_time(value: Any) -> bool:
     return True
 
 
-def header_problem(headers: dict[str, Any]) -> str | None:  # noqa: PLR0911 (a return per rule)
+def _is_count(value: Any) -> bool:
+    # Bounded: these end up in integer columns and are counted with.
+    return type(value) is int and 0 <= value <= MAX_COUNT
+
+
+def _is_time_limits(value: Any) -> bool:
+    return (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(
+            v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in value
+        )
+    )
+
+
+def _is_string_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+# Optional protocol-2 headers that Celery reads: if present and not null, what they must be.
+_HEADER_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    *((key, lambda v: isinstance(v, str), "a string") for key in _OPTIONAL_STR_HEADERS),
+    *((key, _is_count, f"an integer from 0 to {MAX_COUNT}") for key in _COUNT_HEADERS),
+    *((key, _is_time, "an ISO 8601 time") for key in ("eta", "expires")),
+    ("timelimit", _is_time_limits, "[hard, soft] seconds"),
+    ("ignore_result", lambda v: isinstance(v, bool), "true or false"),
+    ("stamped_headers", _is_string_list, "a list of strings"),
+    ("groups", _is_string_list, "a list of strings"),
+    ("stamps", lambda v: isinstance(v, dict), "an object"),
+)
+
+
+def header_problem(headers: dict[str, Any]) -> str | None:
     """What in a protocol-2 message's headers would break Celery later, or None."""
     name, task_id = headers.get("task"), headers.get("id")
     if not isinstance(name, str) or not name or len(name) > 200:
         return "header 'task' must be a task name"
     if not isinstance(task_id, str) or not task_id or len(task_id) > 255:
         return "header 'id' must be a task id (a string)"
-    for key in _OPTIONAL_STR_HEADERS:
-        if not isinstance(headers.get(key), str | None):
-            return f"header {key!r} must be a string or null"
-    retries = headers.get("retries")
-    if retries is not None and (type(retries) is not int or retries < 0):
-        return "header 'retries' must be a non-negative integer"
-    for key in ("eta", "expires"):
-        if not _is_time(headers.get(key)):
-            return f"header {key!r} must be an ISO 8601 time or null"
-    limits = headers.get("timelimit")
-    if limits is not None and not (
-        isinstance(limits, list | tuple)
-        and len(limits) == 2
-        and all(
-            v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in limits
-        )
-    ):
-        return "header 'timelimit' must be [hard, soft] seconds or null"
+    for key, rule, what in _HEADER_RULES:
+        value = headers.get(key)
+        if value is not None and not rule(value):
+            return f"header {key!r} must be {what} or null"
     return None
 
 
