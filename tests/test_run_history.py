@@ -264,3 +264,47 @@ def test_entries_drained_out_of_order_or_twice_give_the_same_row(
 
     [row] = runs_of(session, "t-order")
     assert (row.status, row.error, row.runtime_seconds, row.delivery) == ("failure", "boom", 1.5, 1)
+
+
+def test_a_ten_megabyte_argument_fails_once_naming_it_and_is_stored_truncated(
+    app: Any, celery_worker: Any, session: Any, redis_client: Any
+) -> None:
+    huge = "x" * (10 * 1024 * 1024)
+    result = app.send_task("automation.trigger", kwargs={"task": huge})
+
+    with pytest.raises(Exception, match="argument task: ") as raised:
+        result.get(timeout=60)
+
+    assert len(str(raised.value)) < 600
+    [run] = wait_for(lambda: [r for r in runs_of(session, result.id) if r.finished_at])
+    assert run.status == "failure"  # once: an InvalidArgumentsError is never retried
+    assert "InvalidArgumentsError" in (run.error or "")
+    assert len(run.error or "") <= 500 and len(run.args_summary or "") <= 500
+    stored = redis_client.get(f"celery-task-meta-{result.id}") or b""
+    assert 0 < len(stored) < 2000
+
+
+def test_bad_ledger_arguments_fail_before_any_row_is_made_or_claimed(
+    app: Any, session: Any
+) -> None:
+    from db.models import BackgroundTask
+    from tests.support import worker_process
+
+    with worker_process(app, "analysis"):
+        no_track = app.send_task("analysis.energy_analysis", kwargs={"track_id": None})
+        with pytest.raises(Exception, match="argument track_id: "):
+            no_track.get(timeout=30)
+        negative = app.send_task(
+            "analysis.energy_analysis", kwargs={"track_id": 1, "background_task_id": -7}
+        )
+        with pytest.raises(Exception, match="argument background_task_id: "):
+            negative.get(timeout=30)
+
+        def finished() -> list[str]:
+            ids = (no_track.id, negative.id)
+            return [r.status for t in ids for r in runs_of(session, t) if r.finished_at]
+
+        statuses = wait_for(lambda: len(finished()) == 2 and finished())
+    assert statuses == ["failure", "failure"]
+    session.expire_all()
+    assert session.scalars(select(BackgroundTask)).all() == []
