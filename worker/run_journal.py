@@ -83,7 +83,13 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _without_nul(text: str) -> str:
+    # PostgreSQL text cannot hold NUL: keep it visible as the four characters \x00.
+    return text.replace("\x00", "\\x00")
+
+
 def truncate(text: str, limit: int = SUMMARY_LIMIT) -> str:
+    text = _without_nul(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -206,13 +212,16 @@ def body_text(body: Any) -> str | None:
     if body is None:
         return None
     if isinstance(body, str):
-        return body[:BODY_LIMIT]
+        return _without_nul(body[:BODY_LIMIT])
     if isinstance(body, bytes | bytearray | memoryview):
         raw = bytes(body)[:BODY_LIMIT]
         try:
-            return raw.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            return "base64:" + base64.b64encode(raw).decode("ascii")
+            text = "\x00"  # not text: kept as base64 below
+        if "\x00" not in text:  # PostgreSQL text cannot hold NUL
+            return text
+        return "base64:" + base64.b64encode(raw).decode("ascii")
     return summarize(body, BODY_LIMIT)
 
 
@@ -227,7 +236,9 @@ def dead_letter_fields(
 ) -> dict[str, Any]:
     """A dead letter's row, from whatever the message had (any of it may be malformed)."""
     safe_headers = headers if isinstance(headers, Mapping) else {"not_a_mapping": headers}
-    safe_headers = json.loads(json.dumps(dict(safe_headers), default=repr))
+    # jsonb cannot hold \u0000 either: such a character is kept as the visible text "\u0000".
+    encoded = json.dumps(dict(safe_headers), default=repr).replace("\\u0000", "\\\\u0000")
+    safe_headers = json.loads(encoded)
     return {
         "reason": truncate(reason, 2000),
         "task_id": _short_str(safe_headers.get("id")),
