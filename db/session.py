@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker.settings import get_settings
 
 
-def make_engine(url: str, **kwargs: object) -> Engine:
+def make_engine(url: str, pool_pre_ping: bool = True, **kwargs: object) -> Engine:
     return create_engine(
         url,
-        pool_pre_ping=True,
+        pool_pre_ping=pool_pre_ping,
         # Fail fast when the database is unreachable, so the task's retry policy (not a
         # hung worker slot) deals with it.
         connect_args={"connect_timeout": 5, "application_name": "music-automation"},
@@ -26,6 +26,13 @@ def make_engine(url: str, **kwargs: object) -> Engine:
 @functools.cache
 def get_engine() -> Engine:
     return make_engine(get_settings().database_url)
+
+
+@functools.cache
+def drainer_engine() -> Engine:
+    """The run journal's drainer's: one connection, no ping before each batch (a lost
+    connection fails the batch, which waits in Redis and is retried)."""
+    return make_engine(get_settings().database_url, pool_pre_ping=False, pool_size=1)
 
 
 @functools.cache

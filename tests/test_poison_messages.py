@@ -397,6 +397,14 @@ def _stamped_headers_a_number() -> Case:
     return Case("default", item, task_id, (task_id,))
 
 
+def _nul_in_headers() -> Case:
+    # Valid JSON ("\u0000"), which PostgreSQL's jsonb refuses to store as it is.
+    task_id = str(uuid.uuid4())
+    item = envelope("analytics", task="analytics.no_such_task", task_id=task_id)
+    item["headers"]["note"] = "a\u0000b"
+    return Case("analytics", item, task_id, (task_id,))
+
+
 CASES: dict[str, Callable[[], Case]] = {
     "body-42": lambda: _body_case("default", "42"),
     "body-null": lambda: _body_case(INBOX_QUEUE, "null"),
@@ -409,6 +417,7 @@ CASES: dict[str, Callable[[], Case]] = {
     "envelope-without-properties": _no_properties,
     "unknown-task-name": _unknown_task,
     "stamped-headers-a-number": _stamped_headers_a_number,
+    "nul-character-in-a-header": _nul_in_headers,
 }
 
 
@@ -440,6 +449,13 @@ def test_a_poison_message_becomes_one_dead_letter_and_the_worker_goes_on(
     consumer.passed()
 
 
+def records_of(engine: Any, task_id: str) -> list[Any]:
+    """The dead letters and finished runs of the message with ``task_id``."""
+    letters = [x for x in dead_letters(engine) if x.task_id == task_id or x.keeps(task_id)]
+    finished = [r for r in runs(engine) if r[1] == task_id and r[3] not in UNFINISHED]
+    return [*letters, *finished]
+
+
 def test_a_retries_header_beyond_any_column_still_leaves_exactly_one_record(
     app: Any, consumer: Consumer, redis_client: redis_lib.Redis, engine: Any
 ) -> None:
@@ -449,14 +465,36 @@ def test_a_retries_header_beyond_any_column_still_leaves_exactly_one_record(
     task_id = item["headers"]["id"]
     push(redis_client, "default", item)
 
-    def records() -> list[Any]:
-        letters = [x for x in dead_letters(engine) if x.task_id == task_id]
-        finished = [r for r in runs(engine) if r[1] == task_id and r[3] not in UNFINISHED]
-        return [*letters, *finished]
-
-    found = wait_while_alive(consumer, records, RECORD_TIMEOUT)
+    found = wait_while_alive(consumer, lambda: records_of(engine, task_id), RECORD_TIMEOUT)
     assert_answers_ping(app, consumer, redis_client, "default")
-    assert len(records()) == 1, found
+    wait_while_alive(consumer, lambda: not waiting(redis_client), 10)
+    assert len(records_of(engine, task_id)) == 1, found
+    consumer.passed()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"timelimit": [None, None, None]}, {"stamped_headers": 5}],
+    ids=["timelimit-of-three", "stamped-headers-a-number"],
+)
+def test_a_protocol_1_message_with_headers_celery_cannot_read_leaves_one_record(
+    headers: dict[str, Any],
+    app: Any,
+    consumer: Consumer,
+    redis_client: redis_lib.Redis,
+    engine: Any,
+) -> None:
+    # Protocol 1: no task header, everything in the body; Celery still reads these headers.
+    task_id = str(uuid.uuid4())
+    body = {"task": PING, "id": task_id, "args": [], "kwargs": {}}
+    item = envelope("playlists", task_id=task_id, body=json.dumps(body).encode())
+    item["headers"] = headers
+    push(redis_client, "playlists", item)
+
+    found = wait_while_alive(consumer, lambda: records_of(engine, task_id), RECORD_TIMEOUT)
+    assert_answers_ping(app, consumer, redis_client, "playlists")
+    wait_while_alive(consumer, lambda: not waiting(redis_client), 10)
+    assert len(records_of(engine, task_id)) == 1, found
     consumer.passed()
 
 

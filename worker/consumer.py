@@ -94,10 +94,15 @@ def header_problem(headers: dict[str, Any]) -> str | None:
         return "header 'task' must be a task name"
     if not isinstance(task_id, str) or not task_id or len(task_id) > 255:
         return "header 'id' must be a task id (a string)"
+    return optional_header_problem(headers)
+
+
+def optional_header_problem(headers: dict[str, Any], where: str = "header") -> str | None:
+    """What in the optional fields Celery reads (headers, or a protocol-1 body) is wrong."""
     for key, rule, what in _HEADER_RULES:
         value = headers.get(key)
         if value is not None and not rule(value):
-            return f"header {key!r} must be {what} or null"
+            return f"{where} {key!r} must be {what} or null"
     return None
 
 
@@ -168,12 +173,19 @@ class RecordingConsumer(Consumer):  # type: ignore[misc]  # Celery ships no type
             body = message.decode()
         except (ContentDisallowed, DecodeError, ValueError, TypeError) as exc:
             return f"undecodable message: {type(exc).__name__}: {exc}"
-        if "task" not in headers:
-            return v1_problem(body)
-        problem = header_problem(headers) or body_problem(body)
-        if problem is None and headers["task"] not in self.app.tasks:
-            problem = f"unknown task name {headers['task']!r}: no task of that name is registered"
-            self._tell_sender(headers["id"], NotRegistered(headers["task"]))
+        if "task" in headers:
+            problem = header_problem(headers) or body_problem(body)
+            fields = headers
+        else:  # protocol 1: the body carries what protocol 2 puts in headers
+            problem = (
+                v1_problem(body)
+                or optional_header_problem(body, "body")
+                or optional_header_problem(headers)
+            )
+            fields = body
+        if problem is None and fields["task"] not in self.app.tasks:
+            problem = f"unknown task name {fields['task']!r}: no task of that name is registered"
+            self._tell_sender(fields["id"], NotRegistered(fields["task"]))
         return problem
 
     def _tell_sender(self, task_id: str, exc: Exception) -> None:

@@ -116,6 +116,7 @@ class LedgerTask(AutomationTask):
         request = self.request
         resumable = bool(request.retries) or getattr(request, "delivery", 1) > 1
         with session_scope() as session:
+            session.execute(SQL["relaxed_commit"])
             attempts = session.scalar(
                 SQL["claim"],
                 {
@@ -142,6 +143,7 @@ class LedgerTask(AutomationTask):
         self, row_id: int, attempt: int, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         with session_scope() as session:
+            session.execute(SQL["relaxed_commit"])
             result = self._run_with_session(session, args, kwargs)
             completed = execute_counted(
                 session,

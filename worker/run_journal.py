@@ -51,11 +51,10 @@ from typing import Any
 
 import psycopg
 import redis
-from sqlalchemy import Connection, Engine, case, func, literal, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from db.models import DeadLetter, TaskRun
+from db.sql import queries
 
 log = logging.getLogger(__name__)
 
@@ -258,53 +257,24 @@ def _short_str(value: Any) -> str | None:
 
 # -- the drainer's side: store --------------------------------------------------------------
 
-_RUN_COLUMNS = (
-    "run_key",
-    "task_id",
-    "task_name",
-    "retries",
-    "delivery",
-    "args_summary",
-    "status",
-    "queue",
-    "forwarded_from",
-    "worker_host",
-    "started_at",
-    "finished_at",
-    "runtime_seconds",
-    "result_summary",
-    "error",
-    "committed_at",
-)
+SQL = queries("run_journal")
 _FINISH_COLUMNS = ("finished_at", "runtime_seconds", "result_summary", "error")
-_START_COLUMNS = ("task_name", "args_summary", "queue", "forwarded_from", "worker_host")
-
-
-def _rank(status: Any) -> Any:
-    """A run's status only moves forward: started, then lost, then an outcome."""
-    return case((status == "started", 0), (status == "lost", 1), else_=2)
 
 
 def _py_rank(status: str) -> int:
     return {"started": 0, "lost": 1}.get(status, 2)
 
 
+def _json_rows(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(
+        rows, default=lambda v: v.isoformat() if isinstance(v, dt.datetime) else str(v)
+    )
+
+
 def upsert_runs(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert or merge runs by ``run_key``; entries may arrive in any order, or twice."""
-    if not rows:
-        return
-    stmt = pg_insert(TaskRun).values([{c: row.get(c) for c in _RUN_COLUMNS} for row in rows])
-    new, old = stmt.excluded, TaskRun.__table__.c
-    takes_outcome = (new.finished_at.is_not(None)) & (_rank(new.status) >= _rank(old.status))
-    updates: dict[str, Any] = {
-        "status": case((_rank(new.status) >= _rank(old.status), new.status), else_=old.status),
-        "started_at": func.least(old.started_at, new.started_at),
-        "delivery": func.greatest(old.delivery, new.delivery),
-        "committed_at": func.coalesce(old.committed_at, new.committed_at),
-    }
-    updates |= {c: func.coalesce(new[c], old[c]) for c in _START_COLUMNS}
-    updates |= {c: case((takes_outcome, new[c]), else_=old[c]) for c in _FINISH_COLUMNS}
-    conn.execute(stmt.on_conflict_do_update(index_elements=["run_key"], set_=updates))
+    if rows:
+        conn.execute(SQL["upsert_runs"], {"rows": _json_rows(rows)})
 
 
 def mark_committed(conn: Connection, run: RunStart, delivery: int, now: dt.datetime) -> None:
@@ -356,53 +326,19 @@ def _merge_runs(entries: Iterable[tuple[str, str, dict[str, Any], int]]) -> list
 def store(engine: Engine, entries: list[tuple[str, str, dict[str, Any], int]]) -> None:
     """Write a batch of decoded entries ``(entry id, kind, data, delivery)`` in one transaction."""
     runs = [e for e in entries if e[1] in ("start", "finish")]
+    lost = [data for _, kind, data, delivery in runs if kind == "start" and delivery > 1]
+    killed = [data for _, kind, data, _ in entries if kind == "killed"]
+    dead = [
+        {**data, "journal_id": entry_id} for entry_id, kind, data, _ in entries if kind == "dead"
+    ]
     with engine.begin() as conn:
         upsert_runs(conn, _merge_runs(runs))
-        for _, kind, data, delivery in runs:
-            if kind == "start" and delivery > 1:
-                # This message was delivered before and that run never finished: its
-                # worker died. A run whose transaction committed already says success.
-                conn.execute(
-                    update(TaskRun)
-                    .where(
-                        TaskRun.task_id == data["task_id"],
-                        TaskRun.retries == data["retries"],
-                        TaskRun.status == "started",
-                        TaskRun.run_key != data["run_key"],
-                    )
-                    .values(
-                        status="lost",
-                        error=func.coalesce(
-                            TaskRun.error, "its worker died; the message was delivered again"
-                        ),
-                    )
-                )
-        for _, kind, data, _ in entries:
-            if kind == "killed":
-                finished = _parse_time(data["finished_at"])
-                conn.execute(
-                    update(TaskRun)
-                    .where(TaskRun.task_id == data["task_id"], TaskRun.status == "started")
-                    .values(
-                        status="failure",
-                        finished_at=finished,
-                        runtime_seconds=func.extract(
-                            "epoch", literal(finished) - TaskRun.started_at
-                        ),
-                        error=data["error"],
-                    )
-                )
-        dead = [
-            {**data, "journal_id": entry_id, "received_at": _parse_time(data.get("received_at"))}
-            for entry_id, kind, data, _ in entries
-            if kind == "dead"
-        ]
+        if lost:
+            conn.execute(SQL["mark_lost"], {"rows": _json_rows(lost)})
+        if killed:
+            conn.execute(SQL["mark_killed"], {"rows": _json_rows(killed)})
         if dead:
-            conn.execute(
-                pg_insert(DeadLetter)
-                .values(dead)
-                .on_conflict_do_nothing(index_elements=["journal_id"])
-            )
+            conn.execute(SQL["insert_dead_letters"], {"rows": _json_rows(dead)})
 
 
 def _decode(entry_id: Any, fields: Mapping[bytes, bytes]) -> tuple[str, str, dict[str, Any], int]:
@@ -420,6 +356,7 @@ class Drainer(threading.Thread):
     BATCH = 500
     CLAIM_IDLE_MS = 60_000  # entries a dead drainer had read are taken over after this
     CLAIM_EVERY_SECONDS = 30.0
+    GATHER_SECONDS = 0.005
 
     def __init__(self, engine: Engine, client: redis.Redis, name: str | None = None) -> None:
         super().__init__(name="journal-drainer", daemon=True)
@@ -507,7 +444,10 @@ class Drainer(threading.Thread):
                 if now >= next_claim:
                     self.apply(self.claim_stale())
                     next_claim = now + self.CLAIM_EVERY_SECONDS
-                self.drain_once(">")
+                if self.drain_once(">") < self.BATCH:
+                    # Let a few more entries gather: one transaction for many runs costs
+                    # less than one each, and a record is still visible within ms.
+                    self.stopping.wait(self.GATHER_SECONDS)
                 if failing:
                     log.warning("run journal: PostgreSQL answers again; draining")
                 backoff, failing = 1.0, False

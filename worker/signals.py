@@ -18,7 +18,7 @@ from celery.exceptions import Ignore, TimeLimitExceeded, WorkerLostError
 from celery.utils.log import get_logger
 
 from db.migrate import SchemaBehindError, ensure_current
-from db.session import get_engine, reset_after_fork
+from db.session import drainer_engine, get_engine, reset_after_fork
 from worker import run_journal
 from worker.redis_client import get_redis
 from worker.run_journal import RunStart, describe_error, summarize, utcnow
@@ -113,7 +113,7 @@ _drainers: dict[str, run_journal.Drainer] = {}
 @signals.worker_ready.connect
 def _start_drainer(**_: Any) -> None:
     if "drainer" not in _drainers:
-        drainer = run_journal.Drainer(get_engine(), get_redis())
+        drainer = run_journal.Drainer(drainer_engine(), get_redis())
         drainer.start()
         _drainers["drainer"] = drainer
 

@@ -15,6 +15,12 @@ RETURNING id
 SELECT id FROM background_tasks
 WHERE task_type = :task_type AND track_id = :track_id AND status IN ('pending', 'processing')
 
+-- name: relaxed_commit
+-- A claim or a completion lost in a database crash is redone, not lost: the row goes back
+-- to pending or processing, and the rescuer publishes it again (the work is idempotent
+-- and commits with the completion). So these commits need not wait for the disk.
+SET LOCAL synchronous_commit = off
+
 -- name: claim
 -- A pending row is anyone's. A processing row may be taken back only by its own message
 -- coming again after the run that held it ended: a retry, or a redelivery after the worker

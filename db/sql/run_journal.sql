@@ -1,0 +1,76 @@
+-- The run journal's writes (worker/run_journal.py). Each takes a whole batch as one JSON
+-- parameter: one statement whatever the batch size, planned once, no per-row round trip.
+
+-- name: upsert_runs
+-- Entries of one run may come in any order and more than once: a status only moves
+-- forward (started, then lost, then an outcome), the outcome's fields come with the
+-- entry that carries a finish time, and what a start knows fills what is missing.
+INSERT INTO task_runs AS r (
+    run_key, task_id, task_name, retries, delivery, args_summary, status, queue,
+    forwarded_from, worker_host, started_at, finished_at, runtime_seconds,
+    result_summary, error, committed_at
+)
+SELECT run_key, task_id, task_name, coalesce(retries, 0), coalesce(delivery, 1),
+       args_summary, status, queue, forwarded_from, worker_host, started_at, finished_at,
+       runtime_seconds, result_summary, error, committed_at
+FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
+    run_key text, task_id text, task_name text, retries int, delivery int,
+    args_summary text, status text, queue text, forwarded_from text, worker_host text,
+    started_at timestamptz, finished_at timestamptz, runtime_seconds float8,
+    result_summary text, error text, committed_at timestamptz
+)
+ON CONFLICT (run_key) DO UPDATE SET
+    status = CASE WHEN (CASE EXCLUDED.status WHEN 'started' THEN 0 WHEN 'lost' THEN 1 ELSE 2 END) >= (CASE r.status WHEN 'started' THEN 0 WHEN 'lost' THEN 1 ELSE 2 END)
+                  THEN EXCLUDED.status ELSE r.status END,
+    started_at = least(r.started_at, EXCLUDED.started_at),
+    delivery = greatest(r.delivery, EXCLUDED.delivery),
+    committed_at = coalesce(r.committed_at, EXCLUDED.committed_at),
+    task_name = coalesce(EXCLUDED.task_name, r.task_name),
+    args_summary = coalesce(EXCLUDED.args_summary, r.args_summary),
+    queue = coalesce(EXCLUDED.queue, r.queue),
+    forwarded_from = coalesce(EXCLUDED.forwarded_from, r.forwarded_from),
+    worker_host = coalesce(EXCLUDED.worker_host, r.worker_host),
+    finished_at = CASE WHEN EXCLUDED.finished_at IS NOT NULL
+                        AND (CASE EXCLUDED.status WHEN 'started' THEN 0 WHEN 'lost' THEN 1 ELSE 2 END) >= (CASE r.status WHEN 'started' THEN 0 WHEN 'lost' THEN 1 ELSE 2 END)
+                       THEN EXCLUDED.finished_at ELSE r.finished_at END,
+    runtime_seconds = CASE WHEN EXCLUDED.finished_at IS NOT NULL
+                            AND (CASE EXCLUDED.status WHEN 'started' THEN 0 WHEN 'lost' THEN 1 ELSE 2 END) >= (CASE r.status WHEN 'started' THEN 0 WHEN 'lost' THEN 1 ELSE 2 END)
+                           THEN EXCLUDED.runtime_seconds ELSE r.runtime_seconds END,
+    result_summary = CASE WHEN EXCLUDED.finished_at IS NOT NULL
+                           AND (CASE EXCLUDED.status WHEN 'started' THEN 0 WHEN 'lost' THEN 1 ELSE 2 END) >= (CASE r.status WHEN 'started' THEN 0 WHEN 'lost' THEN 1 ELSE 2 END)
+                          THEN EXCLUDED.result_summary ELSE r.result_summary END,
+    error = CASE WHEN EXCLUDED.finished_at IS NOT NULL
+                  AND (CASE EXCLUDED.status WHEN 'started' THEN 0 WHEN 'lost' THEN 1 ELSE 2 END) >= (CASE r.status WHEN 'started' THEN 0 WHEN 'lost' THEN 1 ELSE 2 END)
+                 THEN EXCLUDED.error ELSE r.error END
+
+-- name: mark_lost
+-- A later delivery of the same message started: earlier runs that never finished (and
+-- whose transaction did not commit, or they would say success) died with their worker.
+UPDATE task_runs AS r
+SET status = 'lost',
+    error = coalesce(r.error, 'its worker died; the message was delivered again')
+FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(task_id text, retries int, run_key text)
+WHERE r.task_id = x.task_id AND r.retries = x.retries AND r.status = 'started'
+  AND r.run_key <> x.run_key
+
+-- name: mark_killed
+-- The worker's parent killed the child at its hard time limit.
+UPDATE task_runs AS r
+SET status = 'failure', finished_at = x.finished_at, error = x.error,
+    runtime_seconds = extract(epoch FROM x.finished_at - r.started_at)
+FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+     AS x(task_id text, finished_at timestamptz, error text)
+WHERE r.task_id = x.task_id AND r.status = 'started'
+
+-- name: insert_dead_letters
+INSERT INTO dead_letters (
+    journal_id, reason, task_id, task_name, queue, content_type, headers, body,
+    worker_host, received_at
+)
+SELECT journal_id, reason, task_id, task_name, queue, content_type, headers, body,
+       worker_host, coalesce(received_at, now())
+FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
+    journal_id text, reason text, task_id text, task_name text, queue text,
+    content_type text, headers jsonb, body text, worker_host text, received_at timestamptz
+)
+ON CONFLICT (journal_id) DO NOTHING
