@@ -61,6 +61,21 @@ def main() -> None:
         run(url, redis_url, data_dir, args)
 
 
+def seed_tracks(conn: Any, n: int) -> list[int]:
+    """``n`` tracks for ledger rows to name; their ids."""
+    conn.execute(text("INSERT INTO artists (name) VALUES ('bench')"))
+    # Tracks with a genre and no audio: the insert trigger queues nothing for them.
+    conn.execute(
+        text(
+            "INSERT INTO tracks (title, artist_id, genre) "
+            "SELECT 'track ' || i, (SELECT min(id) FROM artists), 'rock' "
+            "FROM generate_series(1, :n) i"
+        ),
+        {"n": n},
+    )
+    return list(conn.scalars(text("SELECT id FROM tracks ORDER BY id")))
+
+
 def run(url: str, redis_url: str, data_dir: str, args: argparse.Namespace) -> None:
     from bench.background_tasks import app
     from worker.ledger import enqueue
@@ -68,17 +83,7 @@ def run(url: str, redis_url: str, data_dir: str, args: argparse.Namespace) -> No
     engine = create_engine(url)
     n = args.tasks
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO artists (name) VALUES ('bench')"))
-        # Tracks with a genre and no audio: the insert trigger queues nothing for them.
-        conn.execute(
-            text(
-                "INSERT INTO tracks (title, artist_id, genre) "
-                "SELECT 'track ' || i, (SELECT min(id) FROM artists), 'rock' "
-                "FROM generate_series(1, :n) i"
-            ),
-            {"n": n},
-        )
-        track_ids = list(conn.scalars(text("SELECT id FROM tracks ORDER BY id")))
+        track_ids = seed_tracks(conn, n)
     app.connection_for_write().default_channel.client.flushdb()
 
     name = f"bench-{uuid.uuid4().hex[:6]}@%h"

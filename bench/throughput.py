@@ -459,18 +459,10 @@ class Bench:
     # -- the runs -------------------------------------------------------------------------
 
     def seed_tracks(self, n: int) -> None:
+        from bench.background import seed_tracks
+
         with self.engine.begin() as conn:
-            conn.execute(text("INSERT INTO artists (name) VALUES ('bench')"))
-            # A genre and no audio: the insert trigger queues nothing for them.
-            conn.execute(
-                text(
-                    "INSERT INTO tracks (title, artist_id, genre) "
-                    "SELECT 'track ' || i, (SELECT min(id) FROM artists), 'rock' "
-                    "FROM generate_series(1, :n) i"
-                ),
-                {"n": n},
-            )
-            self.track_ids = list(conn.scalars(text("SELECT id FROM tracks ORDER BY id")))
+            self.track_ids = seed_tracks(conn, n)
 
     def throughput(self, children: int) -> dict[str, list[Round]]:
         rounds: dict[str, list[Round]] = {kind: [] for kind in KINDS}
