@@ -40,6 +40,7 @@ def test_a_successful_run_is_recorded_with_its_timing_and_worker(
     assert run.runtime_seconds is not None and run.runtime_seconds >= 0
     assert run.finished_at >= run.started_at
     assert (run.result_summary or "").startswith('{"background_tasks": ')
+    assert run.committed_at is not None  # its transaction committed, and the row says so
 
 
 def test_a_failed_run_is_recorded_with_its_error_and_not_retried(
@@ -179,7 +180,7 @@ def test_a_run_killed_after_its_transaction_committed_is_success_not_lost(
     first = a_run("t-commit", delivery=1)
     assert journal.start(first) == 1
     with engine.begin() as conn:  # the task's own transaction, marker included
-        mark_committed(conn, first, 1, an_hour_ago() + dt.timedelta(minutes=2))
+        mark_committed(conn, first, an_hour_ago() + dt.timedelta(minutes=2))
     # ... and then the child is SIGKILLed: no finish entry. The message comes back.
     second = a_run("t-commit", delivery=2)
     assert journal.start(second) == 2

@@ -155,9 +155,7 @@ class AutomationTask(Task):  # type: ignore[misc]  # Celery ships no type hints
         run = getattr(self.request, "run", None)
         if run is None or not session.in_transaction():
             return
-        run_journal.mark_committed(
-            session.connection(), run, getattr(self.request, "delivery", 1), run_journal.utcnow()
-        )
+        run_journal.mark_committed(session.connection(), run, run_journal.utcnow())
 
     def _refuse_if_redelivered_too_often(self) -> None:
         # The journal counted earlier deliveries of this message that never finished

@@ -277,20 +277,9 @@ def upsert_runs(conn: Connection, rows: list[dict[str, Any]]) -> None:
         conn.execute(SQL["upsert_runs"], {"rows": _json_rows(rows)})
 
 
-def mark_committed(conn: Connection, run: RunStart, delivery: int, now: dt.datetime) -> None:
+def mark_committed(conn: Connection, run: RunStart, now: dt.datetime) -> None:
     """In the task's own transaction: its work commits, and so does this row saying so."""
-    upsert_runs(
-        conn,
-        [
-            {
-                **run.fields(),
-                "started_at": run.started_at,
-                "delivery": delivery,
-                "status": "success",
-                "committed_at": now,
-            }
-        ],
-    )
+    conn.execute(SQL["mark_committed"], {"run_key": run.run_key, "committed_at": now})
 
 
 def _parse_time(value: Any) -> dt.datetime | None:
@@ -332,7 +321,11 @@ def store(engine: Engine, entries: list[tuple[str, str, dict[str, Any], int]]) -
         {**data, "journal_id": entry_id} for entry_id, kind, data, _ in entries if kind == "dead"
     ]
     with engine.begin() as conn:
-        upsert_runs(conn, _merge_runs(runs))
+        merged = _merge_runs(runs)
+        upsert_runs(conn, merged)
+        if merged:
+            keys = json.dumps([row["run_key"] for row in merged])
+            conn.execute(SQL["fill_committed"], {"keys": keys})
         if lost:
             conn.execute(SQL["mark_lost"], {"rows": _json_rows(lost)})
         if killed:

@@ -13,7 +13,7 @@ from db.models.analytics import (
 from db.models.base import Base
 from db.models.imports import Listen, SpotifyToken, UploadJob
 from db.models.music import Album, Artist, PlayHistory, Track, User
-from db.models.operations import BackgroundTask, DeadLetter, TaskRun
+from db.models.operations import BackgroundTask, DeadLetter, TaskRun, TaskRunCommit
 from db.models.spotify import SpotifyArtist, SpotifyMatch, SpotifyTrack
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "SpotifyToken",
     "SpotifyTrack",
     "TaskRun",
+    "TaskRunCommit",
     "Track",
     "TrendingTrack",
     "UploadJob",

@@ -119,7 +119,8 @@ class TaskRun(Base):
     worker_host: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     result_summary: Mapped[str | None] = mapped_column(Text)
-    # Set in the task's own transaction: its work committed, whatever happened after.
+    # When the task's own transaction committed (from task_run_commits): its work is done,
+    # whatever happened after.
     committed_at: Mapped[dt.datetime | None]
 
     __table_args__ = (
@@ -128,6 +129,22 @@ class TaskRun(Base):
         Index("ix_task_runs_task_name_started_at", "task_name", text("started_at DESC")),
         Index("ix_task_runs_started_at", "started_at"),
     )
+
+
+class TaskRunCommit(Base):
+    """A run's work committed: written inside the task's own transaction.
+
+    A table of its own, insert-only, so the marker never touches a row that the journal's
+    drainer wrote after the task's snapshot was taken (a REPEATABLE READ task would fail
+    to serialize). The drainer copies it onto ``task_runs.committed_at``.
+    """
+
+    __tablename__ = "task_run_commits"
+
+    run_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    committed_at: Mapped[dt.datetime]
+
+    __table_args__ = (Index("ix_task_run_commits_committed_at", "committed_at"),)
 
 
 class DeadLetter(Base):

@@ -124,8 +124,10 @@ WHERE id IN (
 )
 
 -- name: delete_task_runs_batch
-DELETE FROM task_runs
-WHERE id IN (SELECT id FROM task_runs WHERE started_at < :before LIMIT :batch)
+-- A run's commit marker goes with it (it is never read once copied onto the run).
+WITH old AS (SELECT id, run_key FROM task_runs WHERE started_at < :before LIMIT :batch),
+     markers AS (DELETE FROM task_run_commits WHERE run_key IN (SELECT run_key FROM old))
+DELETE FROM task_runs WHERE id IN (SELECT id FROM old)
 
 -- name: summary
 -- The operators' view: oldest pending age and rows that need a rescue.

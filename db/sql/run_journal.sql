@@ -44,14 +44,38 @@ ON CONFLICT (run_key) DO UPDATE SET
                  THEN EXCLUDED.error ELSE r.error END
 
 -- name: mark_lost
--- A later delivery of the same message started: earlier runs that never finished (and
--- whose transaction did not commit, or they would say success) died with their worker.
+-- A later delivery of the same message started: earlier runs that never finished died
+-- with their worker. One whose transaction committed did its work: it is a success.
+WITH gone AS (
+    SELECT r.id, c.committed_at
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(task_id text, retries int, run_key text)
+    JOIN task_runs AS r ON r.task_id = x.task_id AND r.retries = x.retries
+                       AND r.status = 'started' AND r.run_key <> x.run_key
+    LEFT JOIN task_run_commits AS c ON c.run_key = r.run_key
+)
 UPDATE task_runs AS r
-SET status = 'lost',
-    error = coalesce(r.error, 'its worker died; the message was delivered again')
-FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(task_id text, retries int, run_key text)
-WHERE r.task_id = x.task_id AND r.retries = x.retries AND r.status = 'started'
-  AND r.run_key <> x.run_key
+SET status = CASE WHEN gone.committed_at IS NULL THEN 'lost' ELSE 'success' END,
+    committed_at = gone.committed_at,
+    error = coalesce(r.error, CASE WHEN gone.committed_at IS NULL
+                                   THEN 'its worker died; the message was delivered again'
+                                   ELSE 'its worker died after its transaction committed'
+                              END)
+FROM gone
+WHERE r.id = gone.id
+
+-- name: fill_committed
+-- The task's own transaction recorded its commit apart (task_run_commits): copy it on.
+UPDATE task_runs AS r
+SET committed_at = c.committed_at
+FROM task_run_commits AS c
+WHERE c.run_key = r.run_key AND r.committed_at IS NULL
+  AND r.run_key IN (SELECT jsonb_array_elements_text(CAST(:keys AS jsonb)))
+
+-- name: mark_committed
+-- In the task's own transaction: an insert only, of a key nobody else writes, so it
+-- never conflicts with the drainer (even under REPEATABLE READ).
+INSERT INTO task_run_commits (run_key, committed_at) VALUES (:run_key, :committed_at)
+ON CONFLICT (run_key) DO NOTHING
 
 -- name: mark_killed
 -- The worker's parent killed the child at its hard time limit.

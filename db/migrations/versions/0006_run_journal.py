@@ -32,6 +32,13 @@ def upgrade() -> None:
     )
     op.add_column("task_runs", sa.Column("forwarded_from", sa.Text(), nullable=True))
     op.add_column("task_runs", sa.Column("committed_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_table(
+        "task_run_commits",
+        sa.Column("run_key", sa.Text(), nullable=False),
+        sa.Column("committed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("run_key", name=op.f("pk_task_run_commits")),
+    )
+    op.create_index(op.f("ix_task_run_commits_committed_at"), "task_run_commits", ["committed_at"])
     op.add_column("dead_letters", sa.Column("journal_id", sa.Text(), nullable=True))
     op.create_unique_constraint(op.f("uq_dead_letters_journal_id"), "dead_letters", ["journal_id"])
 
@@ -39,6 +46,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_constraint(op.f("uq_dead_letters_journal_id"), "dead_letters", type_="unique")
     op.drop_column("dead_letters", "journal_id")
+    op.drop_table("task_run_commits")
     op.drop_column("task_runs", "committed_at")
     op.drop_column("task_runs", "forwarded_from")
     op.drop_column("task_runs", "retries")
