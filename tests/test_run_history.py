@@ -309,3 +309,13 @@ def test_bad_ledger_arguments_fail_before_any_row_is_made_or_claimed(
     assert statuses == ["failure", "failure"]
     session.expire_all()
     assert session.scalars(select(BackgroundTask)).all() == []
+
+
+def test_a_message_that_expired_before_it_ran_is_recorded_revoked(
+    app: Any, celery_worker: Any, session: Any
+) -> None:
+    expired = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    result = app.send_task("automation.ping", expires=expired)
+
+    [run] = wait_for(lambda: [r for r in runs_of(session, result.id) if r.finished_at])
+    assert (run.status, run.error) == ("revoked", "expired before it ran")

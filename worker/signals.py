@@ -90,6 +90,33 @@ def _record_finish(task_id: str, task: Any, retval: Any, state: str | None, **_:
         run_journal.record("finish", {**run.fields(), **fields}, delivery=fields["delivery"])
 
 
+@signals.task_revoked.connect
+def _record_revoked(request: Any, terminated: bool, expired: bool, **_: Any) -> None:
+    # Revoked or expired before it ran: no child ever saw it, so no start was recorded.
+    # (A running task that is terminated ends through its own run, as cut off.)
+    if terminated or request is None:
+        return
+    now = utcnow()
+    run = RunStart(
+        run_key=run_journal.new_run_key(),
+        task_id=str(request.id),
+        task_name=str(getattr(request, "task", None) or "unknown"),
+        retries=int(getattr(request, "retries", 0) or 0),
+        args_summary=summarize(
+            {"args": list(request.args or ()), "kwargs": dict(request.kwargs or {})}
+        ),
+        queue=(getattr(request, "delivery_info", None) or {}).get("routing_key"),
+        forwarded_from=None,
+        worker_host=getattr(request, "hostname", None),
+        started_at=now,
+    )
+    reason = "expired before it ran" if expired else "revoked before it ran"
+    run_journal.record(
+        "finish",
+        {**run.fields(), "status": "revoked", "finished_at": now.isoformat(), "error": reason},
+    )
+
+
 @signals.task_failure.connect
 def _record_killed(task_id: str, exception: BaseException, sender: Any, **_: Any) -> None:
     # A child killed for its hard time limit never reaches postrun; the parent reports it.
