@@ -54,7 +54,9 @@ import redis
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from db.session import get_engine
 from db.sql import queries
+from worker.redis_client import get_redis
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +178,6 @@ class Journal:
 @functools.cache
 def journal() -> Journal:
     """This process's journal (redis-py's pool opens fresh connections after a fork)."""
-    from worker.redis_client import get_redis
-
     return Journal(get_redis())
 
 
@@ -189,8 +189,6 @@ def record(kind: str, fields: Mapping[str, Any], delivery: int = 0) -> bool:
     except Exception as exc:
         redis_error: Exception = exc
     try:
-        from db.session import get_engine
-
         store(get_engine(), [("", kind, dict(fields), delivery)])
         return True
     except Exception:
@@ -289,7 +287,7 @@ def _parse_time(value: Any) -> dt.datetime | None:
 def _merge_runs(entries: Iterable[tuple[str, str, dict[str, Any], int]]) -> list[dict[str, Any]]:
     """One row per run key from its entries in this batch (a later outcome wins)."""
     rows: dict[str, dict[str, Any]] = {}
-    for _, kind, data, delivery in entries:
+    for _, _kind, data, delivery in entries:
         row = {
             **data,
             "started_at": _parse_time(data.get("started_at")),
@@ -297,8 +295,6 @@ def _merge_runs(entries: Iterable[tuple[str, str, dict[str, Any], int]]) -> list
             "status": data.get("status") or "started",
             "delivery": delivery or data.get("delivery") or 1,
         }
-        if kind == "start":
-            row["delivery"] = delivery
         previous = rows.get(row["run_key"])
         if previous is None:
             rows[row["run_key"]] = row

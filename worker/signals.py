@@ -39,21 +39,26 @@ _STATUS = {
 }
 
 
+def _run_of(request: Any, task_id: str, task_name: str, args: Any, kwargs: Any) -> RunStart:
+    """What the journal records of a run, from Celery's request (any field may be unset)."""
+    return RunStart(
+        run_key=run_journal.new_run_key(),
+        task_id=str(task_id),
+        task_name=task_name,
+        retries=int(getattr(request, "retries", 0) or 0),
+        args_summary=summarize({"args": list(args or ()), "kwargs": dict(kwargs or {})}),
+        queue=(getattr(request, "delivery_info", None) or {}).get("routing_key"),
+        # The inbox's forward adds this header; Celery exposes headers on the request.
+        forwarded_from=getattr(request, "forwarded_from", None),
+        worker_host=getattr(request, "hostname", None),
+        started_at=utcnow(),
+    )
+
+
 @signals.task_prerun.connect
 def _record_start(task_id: str, task: Any, args: Any, kwargs: Any, **_: Any) -> None:
     request = task.request
-    headers = request.headers if isinstance(getattr(request, "headers", None), dict) else {}
-    run = RunStart(
-        run_key=run_journal.new_run_key(),
-        task_id=task_id,
-        task_name=task.name,
-        retries=int(request.retries or 0),
-        args_summary=summarize({"args": list(args or ()), "kwargs": dict(kwargs or {})}),
-        queue=(request.delivery_info or {}).get("routing_key"),
-        forwarded_from=headers.get("forwarded_from") or getattr(request, "forwarded_from", None),
-        worker_host=request.hostname,
-        started_at=utcnow(),
-    )
+    run = _run_of(request, task_id, task.name, args, kwargs)
     request.run = run
     request.run_clock = time.monotonic()
     try:
@@ -96,20 +101,14 @@ def _record_revoked(request: Any, terminated: bool, expired: bool, **_: Any) -> 
     # (A running task that is terminated ends through its own run, as cut off.)
     if terminated or request is None:
         return
-    now = utcnow()
-    run = RunStart(
-        run_key=run_journal.new_run_key(),
-        task_id=str(request.id),
-        task_name=str(getattr(request, "task", None) or "unknown"),
-        retries=int(getattr(request, "retries", 0) or 0),
-        args_summary=summarize(
-            {"args": list(request.args or ()), "kwargs": dict(request.kwargs or {})}
-        ),
-        queue=(getattr(request, "delivery_info", None) or {}).get("routing_key"),
-        forwarded_from=None,
-        worker_host=getattr(request, "hostname", None),
-        started_at=now,
+    run = _run_of(
+        request,
+        request.id,
+        str(getattr(request, "task", None) or "unknown"),
+        request.args,
+        request.kwargs,
     )
+    now = run.started_at
     reason = "expired before it ran" if expired else "revoked before it ran"
     run_journal.record(
         "finish",
