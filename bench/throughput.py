@@ -60,6 +60,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -437,6 +438,7 @@ class Bench:
             self.prepare(kind)
             if self.broker.outstanding(self.keys(kind)):
                 raise RuntimeError("messages left over from an earlier round")
+            profiler = self.profiler(worker, kind, children)
             cpu_before = worker.cpu_seconds()
             start = time.monotonic()
             self.publish(kind, n)
@@ -452,9 +454,40 @@ class Bench:
                 recorded_rate = n / (recorded_at - start)
             time.sleep(0.3)  # children replaced at the end of the burst are counted whole
             cpu = worker.cpu_seconds() - cpu_before
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait(timeout=60)
             if kind == "ledger" and (completed := self.completed_rows()) != n:
                 raise RuntimeError(f"ledger: {completed} of {n} rows completed")
         return Round(n / (done - start), recorded_rate, cpu / n, published - start)
+
+    def profiler(self, worker: Worker, kind: str, children: int) -> subprocess.Popen[bytes] | None:
+        """With ``--profile DIR``: py-spy samples the worker's tree for the round."""
+        if not self.args.profile:
+            return None
+        assert worker.process is not None
+        out = Path(self.args.profile) / f"{children}-{kind}-{time.strftime('%H%M%S')}.txt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        profiler = subprocess.Popen(
+            [
+                shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(worker.process.pid),
+                "--subprocesses",
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--output",
+                str(out),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1.0)  # attached before the first message
+        return profiler
 
     # -- the runs -------------------------------------------------------------------------
 
@@ -465,9 +498,10 @@ class Bench:
             self.track_ids = seed_tracks(conn, n)
 
     def throughput(self, children: int) -> dict[str, list[Round]]:
-        rounds: dict[str, list[Round]] = {kind: [] for kind in KINDS}
+        kinds = self.args.kinds
+        rounds: dict[str, list[Round]] = {kind: [] for kind in kinds}
         for index in range(self.args.rounds):
-            order = KINDS[index % len(KINDS) :] + KINDS[: index % len(KINDS)]
+            order = kinds[index % len(kinds) :] + kinds[: index % len(kinds)]
             for kind in order:
                 result = self.one_round(kind, children)
                 rounds[kind].append(result)
@@ -586,7 +620,7 @@ def report(
     print("-" * len(header))
     for children, rounds in results.items():
         bare = statistics.median(r.rate for r in rounds["bare"])
-        for kind in KINDS:
+        for kind in args.kinds:
             rates = [r.rate for r in rounds[kind]]
             rate = statistics.median(rates)
             recorded = [r.recorded_rate for r in rounds[kind] if r.recorded_rate is not None]
@@ -627,10 +661,19 @@ def main() -> None:
     parser.add_argument("--memory", type=int, default=0, help="run N pings, report RSS")
     parser.add_argument("--memory-children", type=int, default=2)
     parser.add_argument("--memory-every", type=int, default=10_000)
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help="a subset of bare,home,inbox,ledger (bare first)"
+    )
+    parser.add_argument(
+        "--profile", default="", help="DIR: py-spy's raw stacks of each round's worker there"
+    )
     parser.add_argument("--loglevel", default="WARNING", help="the workers' log level")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds for any wait")
     args = parser.parse_args()
     children_list = [int(part) for part in args.children.split(",") if part.strip()]
+    args.kinds = [kind for kind in KINDS if kind in args.kinds.split(",")]
+    if "bare" not in args.kinds:
+        parser.error("--kinds must include bare: every ratio is against it")
 
     server = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
     redis_url = os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)
