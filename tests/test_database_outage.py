@@ -22,14 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from celery import Celery
 from sqlalchemy import Engine, create_engine, pool, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from db.migrate import upgrade
 from tests import factories as f
 from tests.support import wait_for, worker_process
+from worker.celery_app import celery_config
 from worker.embedded import EmbeddedPostgres, free_port
 from worker.queues import INBOX_QUEUE
+from worker.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTAGE_SECONDS = 15
@@ -50,6 +55,9 @@ class Server:
     postgres: EmbeddedPostgres
     url: str
     engine: Engine
+    # A Redis database of its own too: the session's in-process test worker consumes the
+    # same queue names, and must not take these messages and run them elsewhere.
+    redis_url: str
 
     def stop(self) -> None:
         self.engine.dispose()
@@ -66,7 +74,13 @@ def server() -> Iterator[Server]:
     url = postgres.start()
     upgrade(url)
     engine = create_engine(url, poolclass=pool.NullPool, connect_args={"connect_timeout": 3})
-    yield Server(postgres, url, engine)
+    redis_url = make_url(os.environ["REDIS_URL"])
+    redis_url = redis_url.set(database=str((int(redis_url.database or 0) + 1) % 16))
+    own_redis = redis.Redis.from_url(str(redis_url))
+    own_redis.flushdb()
+    yield Server(postgres, url, engine, str(redis_url))
+    own_redis.flushdb()
+    own_redis.close()
     engine.dispose()
     postgres.stop()
     shutil.rmtree(directory, ignore_errors=True)
@@ -88,11 +102,18 @@ def worker_log_tail(queues: str, lines: int = 40) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
+def control_app(redis_url: str) -> Celery:
+    """An app that reaches workers on ``redis_url`` (the production configuration there)."""
+    app = Celery(set_as_current=False)
+    app.config_from_object({**celery_config(get_settings()), "broker_url": redis_url})
+    return app
+
+
 def send_by_name(server: Server, plan: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
     """Send ``plan`` from another process whose settings name ``server``; its task ids."""
     done = subprocess.run(
         [sys.executable, "-c", SENDER, json.dumps(plan)],
-        env={**os.environ, "DATABASE_URL": server.url},
+        env={**os.environ, "DATABASE_URL": server.url, "REDIS_URL": server.redis_url},
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -121,9 +142,7 @@ def test_sending_by_name_while_postgresql_is_down_does_not_raise(up: Server) -> 
     assert len(ids) == 2
 
 
-def test_tasks_sent_during_an_outage_all_run_once_when_postgresql_is_back(
-    app: Any, up: Server
-) -> None:
+def test_tasks_sent_during_an_outage_all_run_once_when_postgresql_is_back(up: Server) -> None:
     with Session(up.engine) as session:
         user_id = f.user(session).id
         session.commit()
@@ -140,10 +159,10 @@ def test_tasks_sent_during_an_outage_all_run_once_when_postgresql_is_back(
 
     queues = f"default,{INBOX_QUEUE},enrichment,playlists"
     with worker_process(
-        app,
+        control_app(up.redis_url),
         queues,
         concurrency=2,
-        env={"DATABASE_URL": up.url},
+        env={"DATABASE_URL": up.url, "REDIS_URL": up.redis_url},
     ) as worker:
         up.stop()
         try:
