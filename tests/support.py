@@ -6,13 +6,12 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
-
-from worker.stack import celery_argv
 
 T = TypeVar("T")
 
@@ -31,17 +30,28 @@ def wait_for(probe: Callable[[], T], timeout: float = 20.0, interval: float = 0.
 
 @contextlib.contextmanager
 def worker_process(
-    app: Any, queues: str, concurrency: int = 1, env: dict[str, str] | None = None
+    app: Any,
+    queues: str,
+    concurrency: int = 1,
+    env: dict[str, str] | None = None,
+    app_module: str = "worker",
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real ``celery worker`` subprocess (prefork) on ``queues``, answering pings.
 
     Its own process group, so a test can SIGKILL the whole worker, parent and children, as a
     host failure would. Output goes to a file named in the failure message, if any.
-    ``env`` overrides variables of the test's environment (another DATABASE_URL, say).
+    ``env`` overrides variables of the test's environment (another DATABASE_URL, say);
+    ``app_module`` is what ``celery -A`` loads (the production app, or a test module that
+    adds tasks to it).
     """
     name = f"{queues.replace(',', '-')}-{uuid.uuid4().hex[:6]}@test"
     log = Path(os.environ["DATA_DIR"]).parent / f"{name}.log"
-    command = celery_argv(
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        app_module,
         "worker",
         "--queues",
         queues,
@@ -53,7 +63,7 @@ def worker_process(
         name,
         "--loglevel",
         "INFO",
-    )
+    ]
     with log.open("wb") as output:
         process = subprocess.Popen(
             command,

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import insert, select, text
 
 from db.models import TaskRun
-from tests.support import wait_for
+from tests.support import wait_for, worker_process
 
 
 def an_hour_ago() -> dt.datetime:
@@ -93,22 +93,28 @@ def earlier_deliveries_died(engine: Any, redis_client: Any, task_id: str, delive
 
 
 def test_a_message_that_keeps_killing_its_worker_is_refused_after_the_cap(
-    app: Any, celery_worker: Any, session: Any, engine: Any, redis_client: Any
+    app: Any, session: Any
 ) -> None:
-    # Three earlier deliveries of this message started and never finished: each time
-    # the worker died and Redis handed the message back (MAX_DELIVERIES defaults to 3).
-    task_id = str(uuid.uuid4())
-    earlier_deliveries_died(engine, redis_client, task_id, 3)
+    # Each delivery kills its worker child outright; Redis hands the message back each
+    # time (reject on worker lost). MAX_DELIVERIES defaults to 3: the fourth is refused.
+    with worker_process(app, "analysis", app_module="tests.worker_killer"):
+        result = app.send_task("analysis.test_kill_own_worker")
+        with pytest.raises(Exception, match="delivered 4 times"):
+            result.get(timeout=60)
 
-    result = app.send_task("automation.status", task_id=task_id)
-    with pytest.raises(Exception, match="delivered 4 times"):
-        result.get(timeout=30)
-
-    runs = wait_for(
-        lambda: [r for r in runs_of(session, task_id) if r.delivery == 4 and r.finished_at]
-    )
-    assert runs[0].status == "refused"
-    assert [r.status for r in runs_of(session, task_id)][:3] == ["lost", "lost", "lost"]
+        runs = wait_for(
+            lambda: (
+                [r for r in runs_of(session, result.id) if r.finished_at and r.delivery == 4]
+                and runs_of(session, result.id)
+            ),
+            timeout=30,
+        )
+    assert [(r.delivery, r.status) for r in runs] == [
+        (1, "lost"),
+        (2, "lost"),
+        (3, "lost"),
+        (4, "refused"),
+    ]
 
 
 def test_a_redelivered_message_marks_the_unfinished_run_lost_and_runs(
@@ -319,3 +325,24 @@ def test_a_message_that_expired_before_it_ran_is_recorded_revoked(
 
     [run] = wait_for(lambda: [r for r in runs_of(session, result.id) if r.finished_at])
     assert (run.status, run.error) == ("revoked", "expired before it ran")
+
+
+def test_a_later_delivery_never_replaces_a_stored_success(app: Any, redis_client: Any) -> None:
+    from worker.run_journal import Journal, PendingResult
+
+    backend = app.backend
+    journal = Journal(redis_client)
+
+    def finish_with(run: Any, state: str, result: Any) -> None:
+        meta = {"status": state, "result": result, "traceback": None, "children": []}
+        value = backend.encode({**meta, "task_id": run.task_id})
+        pending = PendingResult(backend.get_key_for_task(run.task_id), value, 60)
+        journal.finish(run, {"status": state.lower()}, result=pending)
+
+    first = a_run("t-result")
+    finish_with(first, "SUCCESS", 42)
+    # The message came back (its worker died before the ack) and this time it failed.
+    finish_with(a_run("t-result", delivery=2), "FAILURE", "boom")
+
+    stored = app.AsyncResult("t-result")
+    assert (stored.state, stored.result) == ("SUCCESS", 42)

@@ -51,7 +51,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Nothing on the task path needs PostgreSQL: a database outage delays work that
         # uses the database and nothing else. Arguments are not stored with results
         # (Flower shows them from events, truncated).
-        "result_backend": settings.redis_url,
+        # Celery's Redis backend; a run's result goes with its journal entry
+        # (worker/result_backend.py).
+        "result_backend": f"worker.result_backend:RunResultBackend+{settings.redis_url}",
         "result_extended": False,
         "result_expires": dt.timedelta(seconds=settings.result_expires_seconds),
         # JSON only: a pickle message is refused (and kept as a dead letter).

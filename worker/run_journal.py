@@ -79,6 +79,29 @@ redis.call('XADD', KEYS[2], '*', 'k', 'start', 'd', ARGV[2], 'n', delivery)
 return delivery
 """
 
+# A finish, in the same round trip as the run's result (KEYS[3], optional): the entry
+# takes its delivery number from the counter, then the counter goes. A result never
+# replaces a stored success (as Celery's own backend guards: a duplicate delivery of a
+# task that succeeded must not turn it into a failure), checked here rather than with a
+# GET from the child first.
+_FINISH = """
+local delivery = redis.call('GET', KEYS[1]) or '0'
+redis.call('DEL', KEYS[1])
+redis.call('XADD', KEYS[2], '*', 'k', 'finish', 'd', ARGV[1], 'n', delivery)
+if KEYS[3] then
+  local current = redis.call('GET', KEYS[3])
+  if not (current and string.find(current, '"status": "SUCCESS"', 1, true)) then
+    if tonumber(ARGV[3]) > 0 then
+      redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
+    else
+      redis.call('SET', KEYS[3], ARGV[2])
+    end
+    redis.call('PUBLISH', KEYS[3], ARGV[2])
+  end
+end
+return tonumber(delivery)
+"""
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -146,29 +169,88 @@ def new_run_key() -> str:
     return uuid.uuid4().hex
 
 
+@dataclass(frozen=True)
+class PendingResult:
+    """A run's result as Celery's Redis backend would store it, written with its finish."""
+
+    key: bytes | str
+    value: bytes | str
+    expires_seconds: int  # 0: kept until deleted
+
+
 class Journal:
     """Appends entries; one per process (redis-py's pool reconnects after a fork)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._start = client.register_script(_START)
+        # redis-py's command- and connection-level calls carry no type hints.
+        self._raw: Any = client
+
+    def _start_command(self, run: RunStart) -> tuple[Any, ...]:
+        return (
+            "EVAL",
+            _START,
+            2,
+            inflight_key(run.task_id, run.retries),
+            STREAM,
+            INFLIGHT_TTL_SECONDS,
+            json.dumps(run.fields()),
+        )
 
     def start(self, run: RunStart) -> int:
         """Append the start of ``run``; return its delivery number (1 unless workers died)."""
-        return int(
-            self._start(
-                keys=[inflight_key(run.task_id, run.retries), STREAM],
-                args=[INFLIGHT_TTL_SECONDS, json.dumps(run.fields())],
-            )
-        )
+        return int(self._raw.execute_command(*self._start_command(run)))
 
-    def finish(self, run: RunStart, fields: Mapping[str, Any]) -> None:
-        """Append the end of ``run``; its delivery no longer counts as in flight."""
-        entry = {**run.fields(), **fields}
-        pipe = self.client.pipeline(transaction=True)
-        pipe.delete(inflight_key(run.task_id, run.retries))
-        pipe.xadd(STREAM, {"k": "finish", "d": json.dumps(entry, default=str)})
-        pipe.execute()
+    def start_unconfirmed(self, run: RunStart) -> Any:
+        """Send the start of ``run`` without waiting for Redis to answer.
+
+        The command is on the wire before the body runs, so a worker that dies in the body
+        leaves its start behind, as with ``start``. The answer (the delivery number) is read
+        by ``finish``, in the same round trip as the finish itself: one wait per run instead
+        of two. For a message that was never delivered before, the number can only be 1.
+        """
+        pool = self._raw.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_command(*self._start_command(run))
+        except BaseException:
+            connection.disconnect()
+            pool.release(connection)
+            raise
+        return connection
+
+    def finish(
+        self,
+        run: RunStart,
+        fields: Mapping[str, Any],
+        result: PendingResult | None = None,
+        started_on: Any = None,
+    ) -> None:
+        """Append the end of ``run`` (and store its result); it is no longer in flight.
+
+        ``started_on``: the connection ``start_unconfirmed`` sent the start on; its answer is
+        read here.
+        """
+        keys: list[Any] = [inflight_key(run.task_id, run.retries), STREAM]
+        argv: list[Any] = [json.dumps({**run.fields(), **fields}, default=str)]
+        if result is not None:
+            keys.append(result.key)
+            argv += [result.value, result.expires_seconds]
+        command = ("EVAL", _FINISH, len(keys), *keys, *argv)
+        if started_on is None:
+            self._raw.execute_command(*command)
+            return
+        # Both answers are read (an error answer raises), or the connection is dropped:
+        # it is never handed back with an answer still on its way.
+        try:
+            started_on.send_command(*command)
+            started_on.read_response()
+            started_on.read_response()
+        except BaseException:
+            started_on.disconnect()
+            raise
+        finally:
+            self._raw.connection_pool.release(started_on)
 
     def append(self, kind: str, fields: Mapping[str, Any]) -> str:
         entry_id = self.client.xadd(STREAM, {"k": kind, "d": json.dumps(fields, default=str)})
@@ -345,7 +427,10 @@ class Drainer(threading.Thread):
     BATCH = 500
     CLAIM_IDLE_MS = 60_000  # entries a dead drainer had read are taken over after this
     CLAIM_EVERY_SECONDS = 30.0
-    GATHER_SECONDS = 0.005
+    # While entries keep coming, the wait between batches doubles from MIN to MAX: the
+    # worst delay before a finished run's row is visible is MAX plus one transaction.
+    GATHER_MIN_SECONDS = 0.005
+    GATHER_MAX_SECONDS = 0.05
 
     def __init__(self, engine: Engine, client: redis.Redis, name: str | None = None) -> None:
         super().__init__(name="journal-drainer", daemon=True)
@@ -361,11 +446,15 @@ class Drainer(threading.Thread):
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def read(self, start: str) -> list[tuple[Any, Mapping[bytes, bytes]]]:
-        """``start`` is ``0`` for this drainer's own unacknowledged entries, ``>`` for new."""
-        block = None if start == "0" else self.BLOCK_MS
+    def read(self, start: str, block: bool = True) -> list[tuple[Any, Mapping[bytes, bytes]]]:
+        """``start`` is ``0`` for this drainer's own unacknowledged entries, ``>`` for new;
+        ``block``: wait up to BLOCK_MS for a new entry."""
         reply: Any = self.client.xreadgroup(
-            GROUP, self.consumer, {STREAM: start}, count=self.BATCH, block=block
+            GROUP,
+            self.consumer,
+            {STREAM: start},
+            count=self.BATCH,
+            block=self.BLOCK_MS if block and start != "0" else None,
         )
         return list(reply[0][1]) if reply else []
 
@@ -421,6 +510,7 @@ class Drainer(threading.Thread):
     def run(self) -> None:
         backoff, failing, own_pending = 1.0, False, True
         next_claim = 0.0
+        gather = self.GATHER_MIN_SECONDS
         while not self.stopping.is_set():
             try:
                 if own_pending:
@@ -433,10 +523,18 @@ class Drainer(threading.Thread):
                 if now >= next_claim:
                     self.apply(self.claim_stale())
                     next_claim = now + self.CLAIM_EVERY_SECONDS
-                if self.drain_once(">") < self.BATCH:
-                    # Let a few more entries gather: one transaction for many runs costs
-                    # less than one each, and a record is still visible within ms.
-                    self.stopping.wait(self.GATHER_SECONDS)
+                raw = self.read(">", block=False)
+                if not raw:
+                    # Idle: the next entry is stored as soon as it comes.
+                    gather = self.GATHER_MIN_SECONDS
+                    raw = self.read(">")
+                self.apply(raw)
+                if 0 < len(raw) < self.BATCH:
+                    # Busy: let more entries gather, longer each time it stays busy. One
+                    # transaction for many runs costs far less than one each, and takes
+                    # the drainer off the worker's main thread (it shares the GIL).
+                    self.stopping.wait(gather)
+                    gather = min(gather * 2, self.GATHER_MAX_SECONDS)
                 if failing:
                     log.warning("run journal: PostgreSQL answers again; draining")
                 backoff, failing = 1.0, False

@@ -60,7 +60,11 @@ class Settings(BaseSettings):
     worker_max_memory_per_child_mb: int = Field(
         default=512, ge=64, description="A worker child over this is replaced after its task."
     )
-    worker_max_tasks_per_child: int = Field(default=1000, ge=1)
+    # Memory is bounded by the setting above; this is the backstop for a leak it cannot see.
+    # Each replacement is a fork and fresh connections, so not every thousand tasks.
+    worker_max_tasks_per_child: int = Field(
+        default=10_000, ge=1, description="A worker child is replaced after this many tasks."
+    )
     result_expires_seconds: int = Field(
         default=24 * 3600,
         ge=60,

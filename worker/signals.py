@@ -61,11 +61,18 @@ def _record_start(task_id: str, task: Any, args: Any, kwargs: Any, **_: Any) -> 
     run = _run_of(request, task_id, task.name, args, kwargs)
     request.run = run
     request.run_clock = time.monotonic()
+    request.delivery = 1
     try:
-        request.delivery = run_journal.journal().start(run)
+        if (getattr(request, "delivery_info", None) or {}).get("redelivered"):
+            # Handed back by the broker (its worker died, or it was rejected): whether it
+            # may run again depends on how many deliveries came before, so wait for it.
+            request.delivery = run_journal.journal().start(run)
+        else:
+            # Never delivered before, so delivery 1: the start is sent and the body runs
+            # at once; the answer is read with the finish.
+            request.started_on = run_journal.journal().start_unconfirmed(run)
     except Exception:
         log.warning("run journal unavailable for the start of %s[%s]", task.name, task_id)
-        request.delivery = 1
         run_journal.record("start", run.fields(), delivery=1)
 
 
@@ -79,7 +86,7 @@ def _record_finish(task_id: str, task: Any, retval: Any, state: str | None, **_:
     # Ignore (replaced by a chord) is Celery's control flow, not a failure.
     failed = isinstance(retval, BaseException) and not isinstance(retval, Ignore)
     fields = {
-        "delivery": getattr(request, "delivery", 1),
+        "delivery": request.delivery,
         "status": status,
         "finished_at": utcnow().isoformat(),
         "runtime_seconds": time.monotonic() - request.run_clock,
@@ -88,10 +95,19 @@ def _record_finish(task_id: str, task: Any, retval: Any, state: str | None, **_:
     }
     if state is None:
         fields["error"] = "cut off: stopped from outside before it finished (connection lost)"
+    # Celery's result for this run, held back by worker.result_backend to go with the finish.
+    result = getattr(request, "pending_result", None)
     try:
-        run_journal.journal().finish(run, fields)
+        run_journal.journal().finish(
+            run, fields, result=result, started_on=getattr(request, "started_on", None)
+        )
     except Exception:
-        log.warning("run journal unavailable for the end of %s[%s]", task.name, task_id)
+        log.warning(
+            "run journal unavailable for the end of %s[%s]%s",
+            task.name,
+            task_id,
+            "; its result is not stored" if result is not None else "",
+        )
         run_journal.record("finish", {**run.fields(), **fields}, delivery=fields["delivery"])
 
 
