@@ -12,7 +12,8 @@ of ``--children``), log level WARNING:
   routed to its home queue ``default``; the production worker
   (``celery -A worker worker --queues default,celery``, as ``automation up`` runs it).
 - ``inbox``: the same sent to Celery's inbox queue (``send_task(..., queue="celery")``); the
-  same worker takes it there and forwards it home, where it runs.
+  same worker takes it there and, since it also consumes ``default`` (ping's home), runs
+  it there (a task homed on another queue would be forwarded: one more publish).
 - ``ledger``: bench/background.py's ledger no-op (``bench.ledger_noop``; the rows written
   with ``worker.ledger.enqueue`` in one transaction that publishes after commit) on
   ``celery -A bench.background_tasks worker --queues default``.

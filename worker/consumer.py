@@ -9,9 +9,10 @@ message that is not a task message we can run is kept in the run journal as a de
 written, the message is left unacknowledged, to come back.
 
 A well-formed message on a queue that is not its task's home queue (a by-name sender
-that knows nothing of our routing publishes to Celery's default queue ``celery``) is
-republished to its home queue as it is, same task id and body, and acknowledged: no run
-of its own, no pool slot, so the inbox costs one publish.
+that knows nothing of our routing publishes to Celery's default queue ``celery``) runs
+here if this worker also consumes that home queue: it is the right kind of worker.
+Otherwise it is republished to its home queue as it is, same task id and body, and
+acknowledged: no run of its own, no pool slot, so the hop costs one publish.
 """
 
 from __future__ import annotations
@@ -201,7 +202,8 @@ class RecordingConsumer(Consumer):  # type: ignore[misc]  # Celery ships no type
         if name is None or not arrived_on:
             return False
         home = home_queue(name)
-        if arrived_on == home:
+        if arrived_on == home or home in self._consumed_queues():
+            # This worker serves the task's home queue: it is the right kind of worker.
             return False
         queue = self.app.amqp.queues[home]
         properties = message.properties or {}
@@ -228,6 +230,10 @@ class RecordingConsumer(Consumer):  # type: ignore[misc]  # Celery ships no type
             home,
         )
         return True
+
+    def _consumed_queues(self) -> set[str]:
+        # Read each time: an operator may add or cancel a queue at runtime (Flower, CLI).
+        return {queue.name for queue in self.task_consumer.queues}
 
     def _dead_letter(self, message: Any, reason: str) -> None:
         """Keep the message in the journal; acknowledge it only once that record exists."""

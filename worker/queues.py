@@ -6,8 +6,8 @@ workers, so a backlog of hour-long aggregations never delays a two-second analys
 
 Messages sent by name without our routing land in Celery's default queue ``celery``
 (``send_task`` with no queue, celery-node). The default workers also consume it, and the
-base task forwards such a message to its home queue (see ``worker.base_task``), so it
-runs on the right kind of worker.
+consumer runs such a message if it also consumes the task's home queue, and otherwise
+forwards it there (see ``worker.consumer``), so it runs on the right kind of worker.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from kombu import Queue
 
 DEFAULT_QUEUE = "default"
 # Celery's own default queue name: where by-name senders that know nothing of our routing
-# put their messages. Consumed by the default workers, which forward to the home queue.
+# put their messages. Consumed by the default workers, which run what is at home with them
+# and forward the rest to its home queue.
 INBOX_QUEUE = "celery"
 
 
