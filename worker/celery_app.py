@@ -88,7 +88,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # when it starts (enable_events) and keeps them on. Their queues expire when
         # nobody listens, so they never pile up.
         "worker_send_task_events": False,
-        "task_send_sent_event": True,
+        # A sent event is a second publish on every send (two fifths of a send's cost),
+        # made whether or not anyone listens, and nothing can switch it on remotely.
+        # Flower shows a task from the worker's received event on, arguments included;
+        # what waits in a queue is in `automation status`.
+        "task_send_sent_event": False,
         "event_queue_expires": 60,
         "event_queue_ttl": 5,
         "beat_schedule": beat_schedule.SCHEDULE,
