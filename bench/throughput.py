@@ -15,7 +15,7 @@ of ``--children``), log level WARNING:
   same worker takes it there and, since it also consumes ``default`` (ping's home), runs
   it there (a task homed on another queue would be forwarded: one more publish).
 - ``ledger``: bench/background.py's ledger no-op (``bench.ledger_noop``; the rows written
-  with ``worker.ledger.enqueue`` in one transaction that publishes after commit) on
+  with ``worker.ledger.enqueue_many`` in one transaction that publishes after commit) on
   ``celery -A bench.background_tasks worker --queues default``.
 
 A round starts a fresh worker and waits until it is idle, then publishes all ``--tasks``
@@ -397,11 +397,10 @@ class Bench:
                 for _ in range(n):
                     self.bare.app.send_task(self.bare.TASK, producer=producer)
         elif kind == "ledger":
-            from worker.ledger import enqueue
+            from worker.ledger import enqueue_many
 
             with Session(self.engine) as session, session.begin():
-                for track_id in self.track_ids[:n]:
-                    enqueue(session, self.app, LEDGER_TYPE, track_id)
+                enqueue_many(session, self.app, LEDGER_TYPE, self.track_ids[:n])
         else:
             options = {"queue": INBOX_QUEUE} if kind == "inbox" else {}
             with self.app.producer_or_acquire() as producer:

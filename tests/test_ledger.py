@@ -12,13 +12,13 @@ from typing import Any
 import psycopg
 import pytest
 import redis as redis_lib
-from sqlalchemy import make_url, select
+from sqlalchemy import make_url, select, text
 
 from db.models import BackgroundTask, TaskRun
 from db.session import session_scope
 from tasks.cleanup import delete_old_background_tasks, delete_old_task_runs, rescue_stuck_tasks
 from tests import factories as f
-from worker.ledger import UnknownTrackError, dispatch_pending, enqueue
+from worker.ledger import UnknownTrackError, dispatch_pending, enqueue, enqueue_many
 from worker.settings import get_settings
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
@@ -85,6 +85,25 @@ def test_duplicate_requests_collapse_into_the_active_row(session: Any, app: Any)
     session.rollback()  # nothing published: the messages go only after a commit
 
     assert first is not None and again is None and other_type is not None
+
+
+def test_many_tracks_are_queued_in_one_call_each_once(session: Any, app: Any) -> None:
+    artist = f.artist(session)
+    busy, fresh = f.track(session, artist, genre="rock"), f.track(session, artist, genre="pop")
+    enqueue(session, app, "energy_analysis", busy.id)
+
+    new = enqueue_many(session, app, "energy_analysis", [busy.id, fresh.id, fresh.id])
+
+    assert [session.get(BackgroundTask, row_id).track_id for row_id in new] == [fresh.id]
+    assert len(session.info["publish_after_commit"]) == 2  # busy's first request, fresh's
+    session.rollback()
+
+
+def test_queueing_many_names_the_tracks_that_do_not_exist(session: Any, app: Any) -> None:
+    track = f.track(session, f.artist(session), genre="rock")
+    with pytest.raises(UnknownTrackError, match=r"there is no track 424242, 424243$"):
+        enqueue_many(session, app, "energy_analysis", [424243, track.id, 424242])
+    session.rollback()
 
 
 def test_a_finished_row_does_not_block_a_new_request(session: Any, app: Any) -> None:
@@ -238,3 +257,11 @@ def test_run_history_older_than_its_retention_is_deleted(session: Any) -> None:
 
     assert delete_old_task_runs(session, NOW, get_settings()) == 1
     assert session.scalars(select(TaskRun.task_id)).all() == [str(29 * DAY)]
+
+
+def test_ledger_commits_do_not_wait_for_the_disk_and_other_commits_do() -> None:
+    from db.session import get_engine, relaxed_engine
+
+    with relaxed_engine().connect() as relaxed, get_engine().connect() as ordinary:
+        assert relaxed.scalar(text("SHOW synchronous_commit")) == "off"
+        assert ordinary.scalar(text("SHOW synchronous_commit")) == "on"

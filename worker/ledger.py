@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from typing import Any
 
 import psycopg
 from celery import Celery
 from celery.exceptions import Retry
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.session import session_scope
+from db.session import relaxed_engine, session_scope
 from db.sql import execute_counted, queries
 from worker.arguments import validate_arguments
 from worker.base_task import TRANSIENT_ERRORS, AutomationTask, PermanentError, publish_after_commit
@@ -79,15 +79,30 @@ class LedgerTask(AutomationTask):
         track_id = kwargs["track_id"] if "track_id" in kwargs else args[0]
         try:
             row_id = kwargs.get("background_task_id") or self._row_for(track_id)
-            attempt = self._claim(row_id)
+            # One connection for the claim and the work: one checkout, one ping.
+            with relaxed_engine().connect() as conn:
+                attempt = self._claim(conn, row_id)
+                if attempt is None:
+                    return {
+                        "background_task_id": row_id,
+                        "skipped": "claimed or finished elsewhere",
+                    }
+                return self._run_claimed(conn, row_id, attempt, args, kwargs)
         except TRANSIENT_ERRORS as exc:
             raise self.retry_transient(exc) from exc
-        if attempt is None:
-            return {"background_task_id": row_id, "skipped": "claimed or finished elsewhere"}
+
+    def _run_claimed(
+        self,
+        conn: Connection,
+        row_id: int,
+        attempt: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
         try:
             self._refuse_if_redelivered_too_often()
             try:
-                return self._run_and_complete(row_id, attempt, args, kwargs)
+                return self._run_and_complete(conn, row_id, attempt, args, kwargs)
             except TRANSIENT_ERRORS as exc:
                 raise self.retry_transient(exc) from exc
         except Retry as exc:
@@ -111,23 +126,29 @@ class LedgerTask(AutomationTask):
                 return int(row_id)
         raise RuntimeError(f"{self.name}: no stable ledger row for track {track_id}")
 
-    def _claim(self, row_id: int) -> int | None:
-        """The attempt number this run holds the row with, or None if it is not ours."""
+    def _claim(self, conn: Connection, row_id: int) -> int | None:
+        """The attempt number this run holds the row with, or None if it is not ours.
+
+        The claim is one statement, committed by itself (autocommit: no BEGIN and COMMIT
+        round trips) before the work starts, so the rescuer sees the row taken.
+        """
         request = self.request
         resumable = bool(request.retries) or getattr(request, "delivery", 1) > 1
-        with session_scope() as session:
-            session.execute(SQL["relaxed_commit"])
-            attempts = session.scalar(
-                SQL["claim"],
-                {
-                    "id": row_id,
-                    "celery_task_id": request.id,
-                    "worker_host": request.hostname,
-                    "resumable": resumable,
-                },
-            )
-            if attempts is None:
-                state = session.execute(SQL["row_state"], {"id": row_id}).first()
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        attempts = conn.scalar(
+            SQL["claim"],
+            {
+                "id": row_id,
+                "celery_task_id": request.id,
+                "worker_host": request.hostname,
+                "resumable": resumable,
+            },
+        )
+        state = (
+            None if attempts is not None else conn.execute(SQL["row_state"], {"id": row_id}).first()
+        )
+        conn.commit()  # ends SQLAlchemy's (empty) transaction, so the level can change back
+        conn.execution_options(isolation_level=conn.default_isolation_level)
         if attempts is None:
             self.request.run_outcome = "duplicate"
             log.info(
@@ -140,26 +161,36 @@ class LedgerTask(AutomationTask):
         return int(attempts)
 
     def _run_and_complete(
-        self, row_id: int, attempt: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        conn: Connection,
+        row_id: int,
+        attempt: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> Any:
-        with session_scope() as session:
-            session.execute(SQL["relaxed_commit"])
-            result = self._run_with_session(session, args, kwargs)
-            completed = execute_counted(
-                session,
-                SQL["complete"],
-                {
-                    "id": row_id,
-                    "celery_task_id": self.request.id,
-                    "attempt": attempt,
-                    "result": json.dumps(result, default=str),
-                },
-            )
-            if not completed:
-                raise ClaimLostError(
-                    f"background task {row_id} was taken from this run; its work is discarded"
+        # The work and the row's completion commit together, on the claim's connection.
+        with Session(bind=conn, expire_on_commit=False) as session:
+            try:
+                result = self._run_with_session(session, args, kwargs)
+                completed = execute_counted(
+                    session,
+                    SQL["complete"],
+                    {
+                        "id": row_id,
+                        "celery_task_id": self.request.id,
+                        "attempt": attempt,
+                        "result": json.dumps(result, default=str),
+                    },
                 )
-            self.mark_committed(session)
+                if not completed:
+                    raise ClaimLostError(
+                        f"background task {row_id} was taken from this run; its work is discarded"
+                    )
+                self.mark_committed(session)
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
         return result
 
     def _settle(self, statement: Any, row_id: int, attempt: int, *, error: str) -> None:
@@ -220,23 +251,45 @@ def enqueue(
     Returns the new row's id, or None when an active row for (type, track) already exists
     (the request collapsed into it).
     """
+    rows = enqueue_many(session, app, task_type, [track_id], priority=priority)
+    return rows[0] if rows else None
+
+
+def enqueue_many(
+    session: Session, app: Celery, task_type: str, track_ids: list[int], *, priority: int = 0
+) -> list[int]:
+    """``enqueue`` for many tracks: one INSERT, one message per new row after the commit.
+
+    Returns the new rows' ids; a track that already has an active row of this type gets
+    none. A track that does not exist fails the whole call, naming it.
+    """
     name = ledger_task_name(app, task_type)
-    celery_task_id = str(uuid.uuid4())
-    row_id = enqueue_row(
-        session, task_type, track_id, priority=priority, celery_task_id=celery_task_id
-    )
-    if row_id is not None:
+    try:
+        with session.begin_nested():
+            rows = session.execute(
+                SQL["enqueue_many"],
+                {"task_type": task_type, "track_ids": list(track_ids), "priority": priority},
+            ).all()
+    except IntegrityError as exc:
+        if isinstance(exc.orig, psycopg.errors.ForeignKeyViolation):
+            missing = list(session.scalars(SQL["missing_tracks"], {"track_ids": list(track_ids)}))
+            raise UnknownTrackError(
+                f"{task_type}: there is no track {', '.join(map(str, missing[:20]))}"
+                + (f" (and {len(missing) - 20} more)" if len(missing) > 20 else "")
+            ) from exc
+        raise
+    for row in rows:
         publish_after_commit(
             session,
             app.signature(
                 name,
-                args=(track_id,),
-                kwargs={"background_task_id": row_id},
-                task_id=celery_task_id,
+                args=(row.track_id,),
+                kwargs={"background_task_id": row.id},
+                task_id=row.celery_task_id,
                 priority=redis_priority(priority),
             ),
         )
-    return row_id
+    return [row.id for row in rows]
 
 
 def ledger_tasks(app: Celery) -> dict[str, str]:

@@ -11,15 +11,23 @@ VALUES (:task_type, :track_id, :priority, now(), :celery_task_id)
 ON CONFLICT (task_type, track_id) WHERE status IN ('pending', 'processing') DO NOTHING
 RETURNING id
 
+-- name: enqueue_many
+-- The same for many tracks in one statement; each new row gets its message's id here.
+INSERT INTO background_tasks (task_type, track_id, priority, enqueued_at, celery_task_id)
+SELECT :task_type, t.track_id, :priority, now(), gen_random_uuid()::text
+FROM unnest(CAST(:track_ids AS bigint[])) WITH ORDINALITY AS t(track_id, n)
+ORDER BY t.n
+ON CONFLICT (task_type, track_id) WHERE status IN ('pending', 'processing') DO NOTHING
+RETURNING id, track_id, celery_task_id
+
+-- name: missing_tracks
+SELECT t.id FROM unnest(CAST(:track_ids AS bigint[])) AS t(id)
+WHERE NOT EXISTS (SELECT 1 FROM tracks WHERE tracks.id = t.id)
+ORDER BY t.id
+
 -- name: active_row
 SELECT id FROM background_tasks
 WHERE task_type = :task_type AND track_id = :track_id AND status IN ('pending', 'processing')
-
--- name: relaxed_commit
--- A claim or a completion lost in a database crash is redone, not lost: the row goes back
--- to pending or processing, and the rescuer publishes it again (the work is idempotent
--- and commits with the completion). So these commits need not wait for the disk.
-SET LOCAL synchronous_commit = off
 
 -- name: claim
 -- A pending row is anyone's. A processing row may be taken back only by its own message
