@@ -49,6 +49,14 @@ def settled(session: Any, **where: Any) -> list[BackgroundTask]:
     return found if found and all(r.status in ("completed", "failed") for r in found) else []
 
 
+def finished_analysis_runs(session: Any) -> list[TaskRun]:
+    session.expire_all()
+    query = select(TaskRun).where(
+        TaskRun.task_name.like("analysis.%"), TaskRun.finished_at.is_not(None)
+    )
+    return list(session.scalars(query))
+
+
 def one_energy_row(session: Any, app: Any, audio_path: str) -> tuple[Track, int]:
     """A track and one queued energy analysis of it (the insert trigger's rows removed)."""
     track = f.track(session, f.artist(session), audio_path=audio_path, genre="rock")
@@ -81,6 +89,11 @@ def test_a_track_inserted_by_plain_sql_is_analysed_within_seconds(
         ("genre_classification", "completed", 1),
         ("mood_detection", "completed", 1),
     ]
+    # Each run's row says its work committed (the marker goes with the completion).
+    finished = wait_for(lambda: len(got := finished_analysis_runs(session)) == 3 and got)
+    assert [(run.status, run.committed_at is not None) for run in finished] == [
+        ("success", True)
+    ] * 3
     track = session.get(Track, track_id)
     session.refresh(track)
     assert track.tempo == pytest.approx(120, abs=2)

@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.session import relaxed_engine, session_scope
-from db.sql import execute_counted, queries
+from db.sql import queries
 from worker.arguments import validate_arguments
 from worker.base_task import TRANSIENT_ERRORS, AutomationTask, PermanentError, publish_after_commit
 from worker.queues import FALLBACK, family_of
@@ -172,21 +172,21 @@ class LedgerTask(AutomationTask):
         with Session(bind=conn, expire_on_commit=False) as session:
             try:
                 result = self._run_with_session(session, args, kwargs)
-                completed = execute_counted(
-                    session,
+                run = getattr(self.request, "run", None)
+                completed = session.scalar(
                     SQL["complete"],
                     {
                         "id": row_id,
                         "celery_task_id": self.request.id,
                         "attempt": attempt,
                         "result": json.dumps(result, default=str),
+                        "run_key": None if run is None else run.run_key,
                     },
                 )
                 if not completed:
                     raise ClaimLostError(
                         f"background task {row_id} was taken from this run; its work is discarded"
                     )
-                self.mark_committed(session)
                 session.commit()
             except BaseException:
                 session.rollback()

@@ -45,11 +45,22 @@ RETURNING attempts
 SELECT status, celery_task_id FROM background_tasks WHERE id = :id
 
 -- name: complete
-UPDATE background_tasks
-SET status = 'completed', completed_at = now(), result = CAST(:result AS jsonb),
-    error_message = NULL
-WHERE id = :id AND status = 'processing' AND celery_task_id = :celery_task_id
-  AND attempts = :attempt
+-- How many rows it completed (0: the claim was lost). With it, in the same statement (one
+-- round trip fewer), the run's commit marker that AutomationTask.mark_committed would
+-- write (worker/run_journal.py; NULL run_key: no run to mark).
+WITH completed AS (
+    UPDATE background_tasks
+    SET status = 'completed', completed_at = now(), result = CAST(:result AS jsonb),
+        error_message = NULL
+    WHERE id = :id AND status = 'processing' AND celery_task_id = :celery_task_id
+      AND attempts = :attempt
+    RETURNING id
+), marker AS (
+    INSERT INTO task_run_commits (run_key, committed_at)
+    SELECT CAST(:run_key AS text), now() FROM completed WHERE CAST(:run_key AS text) IS NOT NULL
+    ON CONFLICT (run_key) DO NOTHING
+)
+SELECT count(*) FROM completed
 
 -- name: fail
 UPDATE background_tasks
