@@ -79,7 +79,7 @@ class LedgerTask(AutomationTask):
         track_id = kwargs["track_id"] if "track_id" in kwargs else args[0]
         try:
             row_id = kwargs.get("background_task_id") or self._row_for(track_id)
-            # One connection for the claim and the work: one checkout, one ping.
+            # One connection for the claim and the work: one checkout from the pool.
             with relaxed_engine().connect() as conn:
                 attempt = self._claim(conn, row_id)
                 if attempt is None:

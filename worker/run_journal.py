@@ -5,13 +5,17 @@ or a row in ``dead_letters``, and that record must exist before the message is
 acknowledged. Writing it to PostgreSQL on the task path made every task pay two
 synchronous commits, and made a database outage discard work: the record failed, so the
 message was acknowledged with no trace. The message itself lives in Redis, so the record
-goes there too, in the same store and at the same durability: one round trip appends an
-entry to a stream (``automation:journal``). A drainer thread in every worker's main
+goes there too, in the same store and at the same durability, as entries of a stream
+(``automation:journal``). A run costs its child one round trip: the start is sent before
+the body runs but not waited for (unless the message was redelivered, when the delivery
+count decides whether it may run), and its answer is read with the finish, which carries
+the run's Celery result too (``worker.result_backend``). A drainer thread in every worker's main
 process moves entries into PostgreSQL in batches, and acknowledges them only after its
 transaction commits; while PostgreSQL is down, entries wait in Redis and the tasks that
 do not need the database go on running.
 
-How late a record can be: normally under a second (a drainer is woken by each entry); in
+How late a record can be: a few milliseconds when idle (a drainer is woken by each entry),
+up to 50 ms plus one transaction under load (batches grow while entries keep coming); in
 a PostgreSQL outage, until the database is back; if every worker is down, until one
 starts. A SIGKILLed worker loses nothing already appended: its last run's start entry is
 there, and becomes ``lost`` when the message comes back.
@@ -525,16 +529,18 @@ class Drainer(threading.Thread):
                     next_claim = now + self.CLAIM_EVERY_SECONDS
                 raw = self.read(">", block=False)
                 if not raw:
-                    # Idle: the next entry is stored as soon as it comes.
+                    # Idle: the next entry is stored as soon as it comes, and what follows
+                    # it (the same run's finish, often) straight after.
                     gather = self.GATHER_MIN_SECONDS
-                    raw = self.read(">")
-                self.apply(raw)
-                if 0 < len(raw) < self.BATCH:
-                    # Busy: let more entries gather, longer each time it stays busy. One
-                    # transaction for many runs costs far less than one each, and takes
-                    # the drainer off the worker's main thread (it shares the GIL).
-                    self.stopping.wait(gather)
-                    gather = min(gather * 2, self.GATHER_MAX_SECONDS)
+                    self.apply(self.read(">"))
+                else:
+                    self.apply(raw)
+                    if len(raw) < self.BATCH:
+                        # Busy: let more entries gather, longer each time it stays busy.
+                        # One transaction for many runs costs far less than one each, and
+                        # takes the drainer off the main thread (it shares the GIL).
+                        self.stopping.wait(gather)
+                        gather = min(gather * 2, self.GATHER_MAX_SECONDS)
                 if failing:
                     log.warning("run journal: PostgreSQL answers again; draining")
                 backoff, failing = 1.0, False
