@@ -14,13 +14,17 @@ of ``--children``), log level WARNING:
 - ``inbox``: the same sent to Celery's inbox queue (``send_task(..., queue="celery")``); the
   same worker takes it there and, since it also consumes ``default`` (ping's home), runs
   it there (a task homed on another queue would be forwarded: one more publish).
+- ``bare_sql``: the floor of the ledger's work, in ``bench.bare_app``: the bare app claiming
+  and completing a ``background_tasks`` row with the ledger's two statements, by plain
+  psycopg (rows inserted in one statement, then one bare message per row). Not a target:
+  it shows how much of the ledger's distance from ``bare`` is PostgreSQL's part.
 - ``ledger``: bench/background.py's ledger no-op (``bench.ledger_noop``; the rows written
   with ``worker.ledger.enqueue_many`` in one transaction that publishes after commit) on
   ``celery -A bench.background_tasks worker --queues default``.
 
 A round starts a fresh worker and waits until it is idle, then publishes all ``--tasks``
 messages in one burst and times from the first publish (ledger: from the INSERTs) until
-the last task is done. Every round runs the four kinds, in a rotating order; the median
+the last task is done. Every round runs the kinds, in a rotating order; the median
 round is reported, and the ratios against bare are taken within this one run.
 
 When the tasks are done is read from the broker, which costs the worker nothing: with late
@@ -94,7 +98,8 @@ LEDGER_TASK = "bench.ledger_noop"
 LEDGER_TYPE = "ledger_noop"
 HOME_QUEUE = "default"
 INBOX_QUEUE = "celery"
-KINDS = ("bare", "home", "inbox", "ledger")
+KINDS = ("bare", "bare_sql", "home", "inbox", "ledger")
+BARE_KINDS = ("bare", "bare_sql")
 TARGETS = {"home": 0.6, "inbox": 0.45, "ledger": 0.5}
 LATENCY_TARGET_MS = 20.0
 
@@ -369,7 +374,7 @@ class Bench:
     # -- workers ------------------------------------------------------------------------
 
     def worker(self, kind: str, children: int) -> Worker:
-        if kind == "bare":
+        if kind in BARE_KINDS:
             module, queues = "bench.bare_app", [self.bare.QUEUE]
         elif kind == "ledger":
             module, queues = "bench.background_tasks", [HOME_QUEUE]
@@ -378,13 +383,13 @@ class Bench:
         return Worker(module, queues, children, self.data_dir, self.args.loglevel)
 
     def control_app(self, kind: str) -> Any:
-        return self.bare.app if kind == "bare" else self.app
+        return self.bare.app if kind in BARE_KINDS else self.app
 
-    # -- the four kinds -----------------------------------------------------------------
+    # -- the kinds ---------------------------------------------------------------------
 
     def prepare(self, kind: str) -> None:
         with self.engine.begin() as conn:
-            if kind == "ledger":
+            if kind in ("ledger", "bare_sql"):
                 conn.execute(text("DELETE FROM background_tasks"))
             conn.execute(
                 text("DELETE FROM task_runs WHERE task_name IN (:ping, :ledger)"),
@@ -396,6 +401,22 @@ class Bench:
             with self.bare.app.producer_or_acquire() as producer:
                 for _ in range(n):
                     self.bare.app.send_task(self.bare.TASK, producer=producer)
+        elif kind == "bare_sql":
+            with self.engine.begin() as conn:  # the rows, as enqueue_many writes them
+                row_ids = list(
+                    conn.scalars(
+                        text(
+                            "INSERT INTO background_tasks "
+                            "(task_type, track_id, priority, enqueued_at, celery_task_id) "
+                            "SELECT 'bare_sql', t, 0, now(), gen_random_uuid()::text "
+                            "FROM unnest(CAST(:ids AS bigint[])) AS t RETURNING id"
+                        ),
+                        {"ids": self.track_ids[:n]},
+                    )
+                )
+            with self.bare.app.producer_or_acquire() as producer:
+                for row_id in row_ids:
+                    self.bare.app.send_task(self.bare.SQL_TASK, args=(row_id,), producer=producer)
         elif kind == "ledger":
             from worker.ledger import enqueue_many
 
@@ -408,7 +429,7 @@ class Bench:
                     self.app.send_task(PING, producer=producer, **options)
 
     def keys(self, kind: str) -> list[str]:
-        if kind == "bare":
+        if kind in BARE_KINDS:
             return queue_keys(self.bare.QUEUE)
         return queue_keys(HOME_QUEUE, INBOX_QUEUE)
 
@@ -445,7 +466,7 @@ class Bench:
             published = time.monotonic()
             done = self.broker.wait_drained(self.keys(kind), timeout)
             recorded_rate = None
-            if kind != "bare":
+            if kind not in BARE_KINDS:
                 task_name = LEDGER_TASK if kind == "ledger" else PING
                 if self.recorded(task_name) >= n:
                     recorded_at = done
@@ -457,8 +478,8 @@ class Bench:
             if profiler is not None:
                 profiler.send_signal(signal.SIGINT)
                 profiler.wait(timeout=60)
-            if kind == "ledger" and (completed := self.completed_rows()) != n:
-                raise RuntimeError(f"ledger: {completed} of {n} rows completed")
+            if kind in ("ledger", "bare_sql") and (completed := self.completed_rows()) != n:
+                raise RuntimeError(f"{kind}: {completed} of {n} rows completed")
         return Round(n / (done - start), recorded_rate, cpu / n, published - start)
 
     def profiler(self, worker: Worker, kind: str, children: int) -> subprocess.Popen[bytes] | None:
@@ -618,6 +639,7 @@ def report(
     )
     print(header)
     print("-" * len(header))
+    beside: dict[int, float] = {}
     for children, rounds in results.items():
         bare = statistics.median(r.rate for r in rounds["bare"])
         for kind in args.kinds:
@@ -627,6 +649,9 @@ def report(
             recorded_text = f"{statistics.median(recorded):>10.0f}" if recorded else f"{'-':>10}"
             cpu = statistics.median(r.cpu_per_task for r in rounds[kind]) * 1000
             ratio = "" if kind == "bare" else f"{rate / bare:.2f}"
+            if kind == "ledger" and "bare_sql" in rounds:
+                bare_sql = statistics.median(r.rate for r in rounds["bare_sql"])
+                beside[children] = rate / bare_sql
             target = f">={TARGETS[kind]}" if kind in TARGETS else ""
             verdict = ""
             if kind in TARGETS:
@@ -637,6 +662,11 @@ def report(
                 f"{ratio:>7} {target:>7}  {', '.join(f'{r:.0f}' for r in rates)}; "
                 f"{publish:.2f}{verdict}"
             )
+    for children, ratio in beside.items():
+        print(
+            f"{children:>8} children: ledger / bare_sql {ratio:.2f} (the ledger's cost beside "
+            f"PostgreSQL's part of it, done by a bare app)"
+        )
     if latencies:
         print(
             f"\nlatency of one automation.ping on an idle worker, send to task_runs finished "
