@@ -403,11 +403,7 @@ def store(engine: Engine, entries: list[tuple[str, str, dict[str, Any], int]]) -
         {**data, "journal_id": entry_id} for entry_id, kind, data, _ in entries if kind == "dead"
     ]
     with engine.begin() as conn:
-        merged = _merge_runs(runs)
-        upsert_runs(conn, merged)
-        if merged:
-            keys = json.dumps([row["run_key"] for row in merged])
-            conn.execute(SQL["fill_committed"], {"keys": keys})
+        upsert_runs(conn, _merge_runs(runs))
         if lost:
             conn.execute(SQL["mark_lost"], {"rows": _json_rows(lost)})
         if killed:

@@ -4,15 +4,21 @@
 -- name: upsert_runs
 -- Entries of one run may come in any order and more than once: a status only moves
 -- forward (started, then lost, then an outcome), the outcome's fields come with the
--- entry that carries a finish time, and what a start knows fills what is missing.
+-- entry that carries a finish time, and what a start knows fills what is missing. The
+-- commit marker the task's own transaction wrote (task_run_commits) is copied on; it
+-- commits before the finish entry is written, so the finish always finds it.
 INSERT INTO task_runs AS r (
     run_key, task_id, task_name, retries, delivery, args_summary, status, queue,
     forwarded_from, worker_host, started_at, finished_at, runtime_seconds,
     result_summary, error, committed_at
 )
-SELECT run_key, task_id, task_name, coalesce(retries, 0), coalesce(delivery, 1),
+SELECT x.run_key, task_id, task_name, coalesce(retries, 0), coalesce(delivery, 1),
        args_summary, status, queue, forwarded_from, worker_host, started_at, finished_at,
-       runtime_seconds, result_summary, error, committed_at
+       runtime_seconds, result_summary, error,
+       -- Per row, by primary key: never a scan of the whole marker table, whatever
+       -- the planner's statistics say.
+       coalesce(x.committed_at,
+                (SELECT c.committed_at FROM task_run_commits AS c WHERE c.run_key = x.run_key))
 FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(
     run_key text, task_id text, task_name text, retries int, delivery int,
     args_summary text, status text, queue text, forwarded_from text, worker_host text,
@@ -62,14 +68,6 @@ SET status = CASE WHEN gone.committed_at IS NULL THEN 'lost' ELSE 'success' END,
                               END)
 FROM gone
 WHERE r.id = gone.id
-
--- name: fill_committed
--- The task's own transaction recorded its commit apart (task_run_commits): copy it on.
-UPDATE task_runs AS r
-SET committed_at = c.committed_at
-FROM task_run_commits AS c
-WHERE c.run_key = r.run_key AND r.committed_at IS NULL
-  AND r.run_key IN (SELECT jsonb_array_elements_text(CAST(:keys AS jsonb)))
 
 -- name: mark_committed
 -- In the task's own transaction: an insert only, of a key nobody else writes, so it
