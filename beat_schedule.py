@@ -2,7 +2,7 @@
 
 Each entry is added by the change that registers its task; beat refuses to start if an
 entry names a task that is not registered, so a typo never becomes a silent no-op. The
-spec's schedule, for the issues to come:
+schedule:
 
     listening.aggregate        daily 02:00
     playlists.generate_all     daily 03:00

@@ -9,7 +9,7 @@ round's rate is N over the time from the first publish (for the ledger: from the
 the rows) to the last completion seen. Ledger latency is per row, ``completed_at -
 created_at`` (insert to completed), reported as p50 and p99.
 
-The target (issue 5): the ledger's rate is at least 50% of plain Celery's.
+The target: the ledger's rate is at least 50% of plain Celery's.
 """
 
 from __future__ import annotations

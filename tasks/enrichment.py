@@ -51,7 +51,8 @@ RUN_BUDGET_SECONDS = FAMILY.soft_time_limit - 120
 # A claimed key is held at most as long as a run can live.
 LEASE_SECONDS = FAMILY.time_limit
 # A continuation waits at most this long on the broker; a longer pause is re-checked
-# then (far-future ETAs do not belong in Redis, CELERY-PITFALLS.md #1).
+# then. A far-future ETA does not belong in Redis: the worker holds the message unacked
+# until it is due, and past the visibility timeout Redis hands it to another worker.
 MAX_COUNTDOWN_SECONDS = 3600
 BATON_KEY = "enrichment:pending:baton"
 

@@ -32,7 +32,7 @@ TASK_MODULES = [
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Production settings; CELERY-PITFALLS.md (shared/) gives the reason for most lines."""
+    """Production settings; a comment says why wherever a line is not self-evident."""
     return {
         "broker_url": settings.redis_url,
         # kombu's Redis transport, but a malformed envelope becomes a dead letter instead
@@ -50,9 +50,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # another service's AsyncResult.get()), kept a day; the durable record is task_runs.
         # Nothing on the task path needs PostgreSQL: a database outage delays work that
         # uses the database and nothing else. Arguments are not stored with results
-        # (Flower shows them from events, truncated).
-        # Celery's Redis backend; a run's result goes with its journal entry
-        # (worker/result_backend.py).
+        # (Flower shows them from events, truncated). Celery's Redis backend, except that
+        # a run's result is written with its journal entry (worker/result_backend.py).
         "result_backend": f"worker.result_backend:RunResultBackend+{settings.redis_url}",
         "result_extended": False,
         "result_expires": dt.timedelta(seconds=settings.result_expires_seconds),

@@ -1,7 +1,7 @@
 """One request-rate limit for Spotify's Web API, shared through Redis by every worker.
 
-Celery's own ``rate_limit`` is enforced per worker instance (pitfall 8 in
-CELERY-PITFALLS.md), so ten workers each allowed N requests would send 10N. Spotify counts
+Celery's own ``rate_limit`` is enforced per worker instance, so ten workers each allowed
+N requests would send 10N. Spotify counts
 requests over a rolling 30-second window, so every process on every host takes its
 admissions from one log in Redis: a sliding-window log, a sorted set of admission times.
 Unlike a fixed window (which lets 2N through across a boundary) or a token bucket (which
