@@ -503,6 +503,8 @@ class Bench:
                 "--output",
                 str(out),
                 "--nonblocking",
+                # Only stacks holding the GIL: where CPU goes, not where threads wait.
+                "--gil",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
