@@ -216,6 +216,32 @@ def test_a_transient_database_failure_is_retried_and_completes(
     assert runs(session, row.celery_task_id) == ["retry", "success"]
 
 
+def test_a_worker_whose_idle_connection_was_dropped_retries_and_completes(
+    session: Any, app: Any, clicks: str
+) -> None:
+    track, first = one_energy_row(session, app, clicks)
+
+    with worker_process(app, "analysis"):
+        wait_for(lambda: settled(session, id=first), timeout=30)
+        # Between two runs the database drops every idle connection (a restart behind a
+        # proxy, a failover): the one the worker keeps for its ledger runs included.
+        with get_engine().connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND state = 'idle'"
+                )
+            )
+        second = enqueue(session, app, "mood_detection", track.id)
+        session.commit()
+        (row,) = wait_for(lambda: settled(session, id=second), timeout=60)
+
+    assert row.status == "completed"
+    # Its first run found the connection dead (a transient error) and was retried.
+    assert wait_for(lambda: runs(session, row.celery_task_id) == ["retry", "success"])
+
+
 def test_a_worker_killed_mid_task_is_rescued_and_completes_exactly_once(
     session: Any, app: Any, clicks: str, release: threading.Event
 ) -> None:

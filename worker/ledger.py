@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from contextlib import suppress
 from typing import Any, cast
 
@@ -89,15 +90,11 @@ class LedgerTask(AutomationTask):
         track_id = kwargs["track_id"] if "track_id" in kwargs else args[0]
         try:
             row_id = kwargs.get("background_task_id") or self._row_for(track_id)
-            # One connection for the claim and the work: one checkout from the pool.
-            with relaxed_engine().connect() as conn:
-                attempt = self._claim(conn, row_id)
-                if attempt is None:
-                    return {
-                        "background_task_id": row_id,
-                        "skipped": "claimed or finished elsewhere",
-                    }
-                return self._run_claimed(conn, row_id, attempt, args, kwargs)
+            conn = _kept_connection()
+            attempt = self._claim(conn, row_id)
+            if attempt is None:
+                return {"background_task_id": row_id, "skipped": "claimed or finished elsewhere"}
+            return self._run_claimed(conn, row_id, attempt, args, kwargs)
         except TRANSIENT_ERRORS as exc:
             raise self.retry_transient(exc) from exc
 
@@ -230,6 +227,22 @@ class LedgerTask(AutomationTask):
                 )
         except Exception:
             log.warning("could not record the outcome of background task %s", row_id, exc_info=True)
+
+
+# The claim and the work of every ledger run in a process share one connection, kept
+# open between runs: no pool checkout and return per task. Each run leaves it outside any
+# transaction (committed or rolled back); one that failed is invalidated, and the next run
+# opens another. Keyed by process: a forked child never uses its parent's.
+_kept: dict[int, Connection] = {}
+
+
+def _kept_connection() -> Connection:
+    conn = _kept.get(os.getpid())
+    if conn is None or conn.closed or conn.invalidated:
+        conn = _kept[os.getpid()] = relaxed_engine().connect()
+    elif conn.in_transaction():  # never expected; a session bound here would not commit it
+        conn.rollback()
+    return conn
 
 
 def _driver(conn: Connection) -> psycopg.Connection[Any]:
