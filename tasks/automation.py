@@ -41,6 +41,7 @@ TRIGGER_ALIASES: dict[str, tuple[str, ...]] = {
     ),
     "enrichment": ("enrichment.enrich_pending",),
     "status": ("automation.status",),
+    "ping": ("automation.ping",),
 }
 NOT_TRIGGERABLE = {"automation.trigger"}
 LEDGER = queries("background")

@@ -19,6 +19,10 @@ def test_a_short_name_resolves_to_its_public_task(app: Any) -> None:
     assert resolve_trigger(app, "status") == ["automation.status"]
 
 
+def test_ping_is_a_short_name_for_the_health_check(app: Any) -> None:
+    assert resolve_trigger(app, "ping") == ["automation.ping"]
+
+
 def test_a_public_task_name_resolves_to_itself(app: Any) -> None:
     assert resolve_trigger(app, "automation.status") == ["automation.status"]
 
