@@ -94,7 +94,12 @@ redis.call('DEL', KEYS[1])
 redis.call('XADD', KEYS[2], '*', 'k', 'finish', 'd', ARGV[1], 'n', delivery)
 if KEYS[3] then
   local current = redis.call('GET', KEYS[3])
-  if not (current and string.find(current, '"status": "SUCCESS"', 1, true)) then
+  local stored_success = false
+  if current then
+    local ok, meta = pcall(cjson.decode, current)
+    stored_success = ok and type(meta) == 'table' and meta.status == 'SUCCESS'
+  end
+  if not stored_success then
     if tonumber(ARGV[3]) > 0 then
       redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
     else
@@ -103,7 +108,6 @@ if KEYS[3] then
     redis.call('PUBLISH', KEYS[3], ARGV[2])
   end
 end
-return tonumber(delivery)
 """
 
 
