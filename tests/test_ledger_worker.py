@@ -101,6 +101,23 @@ def test_a_track_inserted_by_plain_sql_is_analysed_within_seconds(
     assert (track.genre, track.genre_source) == ("rock", "artist_evidence")
 
 
+def test_a_task_whose_body_writes_nothing_completes_its_row(session: Any, app: Any) -> None:
+    import tests.test_only_tasks  # noqa: F401  (registers the task, so it can be enqueued)
+
+    track = f.track(session, f.artist(session))
+    session.execute(text("DELETE FROM background_tasks"))
+    row_id = enqueue(session, app, "test_write_nothing", track.id)
+    session.commit()
+
+    with worker_process(app, "analysis", app_module="tests.test_only_tasks"):
+        (done,) = wait_for(lambda: settled(session, id=row_id))
+        finished = wait_for(lambda: len(got := finished_analysis_runs(session)) == 1 and got)
+
+    assert (done.status, done.attempts) == ("completed", 1)
+    assert done.result == {"wrote": "nothing", "track_id": track.id}
+    assert [(run.status, run.committed_at is not None) for run in finished] == [("success", True)]
+
+
 def test_a_message_delivered_twice_does_the_work_once(session: Any, app: Any, clicks: str) -> None:
     track = f.track(session, f.artist(session), audio_path=clicks, genre="rock")
     session.execute(text("DELETE FROM background_tasks"))  # only the row made below

@@ -26,8 +26,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from contextlib import suppress
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import psycopg
 from celery import Celery
@@ -43,6 +44,7 @@ from worker.base_task import TRANSIENT_ERRORS, AutomationTask, PermanentError, p
 from worker.queues import FALLBACK, family_of
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 SQL = queries("background")
 
 # Every ledger task claims and completes its row. Through SQLAlchemy each of those costs
@@ -142,24 +144,19 @@ class LedgerTask(AutomationTask):
         request = self.request
         resumable = bool(request.retries) or getattr(request, "delivery", 1) > 1
         driver = _driver(conn)
-        driver.autocommit = True
-        try:
-            claimed = driver.execute(
-                _CLAIM,
-                {
-                    "id": row_id,
-                    "celery_task_id": request.id,
-                    "worker_host": request.hostname,
-                    "resumable": resumable,
-                },
-            ).fetchone()
+        params = {
+            "id": row_id,
+            "celery_task_id": request.id,
+            "worker_host": request.hostname,
+            "resumable": resumable,
+        }
+
+        def claim() -> tuple[Any, Any]:
+            claimed = driver.execute(_CLAIM, params).fetchone()
             state = None if claimed else driver.execute(_ROW_STATE, {"id": row_id}).fetchone()
-        except psycopg.Error:
-            conn.invalidate()  # the pool must not hand it out again
-            raise
-        finally:
-            with suppress(psycopg.Error):
-                driver.autocommit = False
+            return claimed, state
+
+        claimed, state = _autocommit(conn, claim)
         if claimed is None:
             self.request.run_outcome = "duplicate"
             log.info(
@@ -183,25 +180,26 @@ class LedgerTask(AutomationTask):
         with Session(bind=conn, expire_on_commit=False) as session:
             try:
                 result = self._run_with_session(session, args, kwargs)
-                # The session's transaction holds the connection and its writes are sent,
-                # so the completion below is in that transaction and commits with it.
                 session.flush()
-                session.connection()
                 run = getattr(self.request, "run", None)
-                completed = (
-                    _driver(conn)
-                    .execute(
-                        _COMPLETE,
-                        {
-                            "id": row_id,
-                            "celery_task_id": self.request.id,
-                            "attempt": attempt,
-                            "result": json.dumps(result, default=str),
-                            "run_key": None if run is None else run.run_key,
-                        },
+                params = {
+                    "id": row_id,
+                    "celery_task_id": self.request.id,
+                    "attempt": attempt,
+                    "result": json.dumps(result, default=str),
+                    "run_key": None if run is None else run.run_key,
+                }
+                driver = _driver(conn)
+                if conn.in_transaction():
+                    # The body's writes are sent and hold the connection's transaction:
+                    # the completion joins it and commits with them.
+                    completed = driver.execute(_COMPLETE, params).fetchone()
+                else:
+                    # The body wrote nothing, so the completion is the whole transaction:
+                    # one autocommit statement, no BEGIN and COMMIT round trips.
+                    completed = _autocommit(
+                        conn, lambda: driver.execute(_COMPLETE, params).fetchone()
                     )
-                    .fetchone()
-                )
                 if not completed or not completed[0]:
                     raise ClaimLostError(
                         f"background task {row_id} was taken from this run; its work is discarded"
@@ -250,6 +248,24 @@ def _driver(conn: Connection) -> psycopg.Connection[Any]:
     driver = conn.connection.driver_connection
     assert driver is not None
     return cast(psycopg.Connection[Any], driver)
+
+
+def _autocommit(conn: Connection, statements: Callable[[], T]) -> T:
+    """Run ``statements`` on ``conn``'s psycopg connection, each committed by itself.
+
+    ``conn`` must be outside a transaction. A connection the database failed on is
+    invalidated, so the pool never hands it out again.
+    """
+    driver = _driver(conn)
+    driver.autocommit = True
+    try:
+        return statements()
+    except psycopg.Error:
+        conn.invalidate()
+        raise
+    finally:
+        with suppress(psycopg.Error):
+            driver.autocommit = False
 
 
 def _describe(exc: BaseException) -> str:
