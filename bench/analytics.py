@@ -170,8 +170,8 @@ def bench_scale(
 ) -> dict[str, Any]:
     from db.migrate import upgrade
     from db.seed import SeedSpec, seed_url
-    from tasks.listening import aggregate_listening
-    from tasks.trending import calculate_trending
+    from tasks.listening.aggregation import aggregate_listening
+    from tasks.trending.scoring import calculate_trending
 
     days = max(1, round(plays / daily))
     figures: dict[str, Any] = {"plays": plays, "days": days, "users": users, "tracks": tracks}

@@ -9,7 +9,7 @@ PostgreSQL) is seeded with `automation seed`'s generator: ``--listens`` imported
 (default 100k) drawn Zipf-like from a catalogue of ``--tracks`` tracks (default 12% of
 the listens: about 9.5k distinct songs for 100k listens), with the exports' noise (case,
 " - Remastered", "feat." credits), in about 130 uploads of about 100 users. Every one of
-those users gets a live connection (``tasks.spotify_accounts.connect``, no access token
+those users gets a live connection (``tasks.enrichment.accounts.connect``, no access token
 yet, so the first run refreshes them) whose refresh token the stand-in knows. The
 stand-in (``tests/spotify_standin.py``, in this process, on 127.0.0.1, answering every
 API call after ``--latency`` seconds) holds the whole catalogue, read back from the
@@ -189,7 +189,7 @@ def hold_uploads(engine: Engine) -> None:
 
 def connect_users(engine: Engine, standin: SpotifyStandIn, token_key: str) -> int:
     """A live connection for every user with listens, as the OAuth callback stores it."""
-    from tasks.spotify_accounts import TokenCipher, connect
+    from tasks.enrichment.accounts import TokenCipher, connect
 
     cipher = TokenCipher(token_key)
     with Session(engine) as session, session.begin():
@@ -540,7 +540,7 @@ def measure(options: Options, server: str, redis_url: str, keep: bool) -> dict[s
     import redis
 
     from db.migrate import upgrade
-    from tasks.spotify_accounts import new_key
+    from tasks.enrichment.accounts import new_key
 
     token_key = new_key()
     with ExitStack() as stack:

@@ -42,7 +42,7 @@ KINDS = ["daily_mix", "discovery_weekly", "new_for_you", "forgotten_favorites"]
 def seeded_database(server_url: str) -> str:
     from db.migrate import upgrade
     from db.seed import SeedSpec, seed_url
-    from tasks.listening import aggregate_listening
+    from tasks.listening.aggregation import aggregate_listening
 
     context = fresh_database(server_url, keep=True)
     url = context.__enter__()
@@ -96,7 +96,7 @@ def main() -> None:
     url = args.database_url or seeded_database(server)
     os.environ.update(DATABASE_URL=url, REDIS_URL=redis_url)
 
-    from tasks.playlists import ACTIVE_WITHIN, CHUNK_USERS, generate_playlists
+    from tasks.playlists.generation import ACTIVE_WITHIN, CHUNK_USERS, generate_playlists
 
     span = args.sample or CHUNK_USERS
 

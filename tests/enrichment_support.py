@@ -12,7 +12,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from db.models import Listen, UploadJob, User
-from tasks.spotify_accounts import TokenCipher, connect
+from tasks.enrichment.accounts import TokenCipher, connect
 from tests.spotify_standin import SpotifyStandIn, StandInAlbum, StandInArtist, StandInTrack
 from worker.settings import Settings, get_settings
 

@@ -14,7 +14,7 @@ from typing import Any, get_args
 import pytest
 
 from db.models import PLAYLIST_TYPES
-from tasks.playlists import KINDS
+from tasks.playlists.generation import KINDS
 from worker.arguments import PlaylistKind, _checker, validate_arguments
 from worker.errors import InvalidArgumentsError, PermanentError
 

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from db.models import Track
-from tasks.analysis import analyse_energy, detect_mood, mood_for
-from tasks.audio_features import (
+from tasks.analysis.analyse import analyse_energy, detect_mood, mood_for
+from tasks.analysis.audio_features import (
     AudioFeatures,
     AudioUnreadableError,
     extract_features,

@@ -9,7 +9,7 @@ import redis
 from sqlalchemy import text
 
 from db.session import session_scope
-from worker.base_task import publish_after_commit
+from worker.publishing import publish_after_commit
 
 # No worker consumes this queue, so what reaches it stays there for the test to count.
 PARKING = "test-parking"

@@ -20,10 +20,10 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from db.models import Listen, SpotifyMatch, SpotifyToken
-from tasks import spotify_api
-from tasks.enrichment_run import Accounts, EnrichmentReport, _Run, enrich, release_date
-from tasks.spotify_accounts import spotipy_refresher
-from tasks.spotify_api import APP_TOKEN_KEY, SpotifyCatalog
+from tasks.enrichment import spotify as spotify_api
+from tasks.enrichment.accounts import spotipy_refresher
+from tasks.enrichment.enrich import Accounts, EnrichmentReport, _Run, enrich, release_date
+from tasks.enrichment.spotify import APP_TOKEN_KEY, SpotifyCatalog
 from tests.enrichment_support import (
     NOW,
     add_listens,

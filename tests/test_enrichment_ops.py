@@ -18,14 +18,9 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from db.models import SpotifyToken
-from tasks.enrichment import (
-    BATON_KEY,
-    Baton,
-    dispatch_completed_uploads,
-    enrich_pending,
-    enrich_upload,
-)
-from tasks.enrichment_monitor import STALL_ALERTED_KEY, alert_if_stalled, enrichment_progress
+from tasks.enrichment.monitoring import STALL_ALERTED_KEY, alert_if_stalled, enrichment_progress
+from tasks.enrichment.scheduling import BATON_KEY, Baton, dispatch_completed_uploads
+from tasks.enrichment.tasks import enrich_pending, enrich_upload
 from tests.enrichment_support import (
     NOW,
     TOKEN_KEY,
@@ -252,7 +247,7 @@ def test_a_backlog_without_progress_for_two_hours_alerts_once_per_stall(
     stalled_backlog(session)
     settings = get_settings().model_copy(update={"alert_webhook_url": webhook.url})
 
-    with caplog.at_level(logging.ERROR, logger="tasks.enrichment_monitor"):
+    with caplog.at_level(logging.ERROR, logger="tasks.enrichment.monitoring"):
         first = alert_if_stalled(
             session, NOW + dt.timedelta(hours=2, minutes=1), settings, redis_client
         )
@@ -285,7 +280,7 @@ def test_an_undeliverable_alert_is_still_logged(
     stalled_backlog(session)
     settings = get_settings().model_copy(update={"alert_webhook_url": "http://127.0.0.1:9/x"})
 
-    with caplog.at_level(logging.ERROR, logger="tasks.enrichment_monitor"):
+    with caplog.at_level(logging.ERROR, logger="tasks.enrichment.monitoring"):
         stall = alert_if_stalled(session, NOW + dt.timedelta(hours=5), settings, redis_client)
 
     assert stall is not None
@@ -365,8 +360,8 @@ def test_an_empty_key_variable_means_no_key(monkeypatch: pytest.MonkeyPatch) -> 
 def test_enrichment_without_spotify_credentials_fails_saying_which(
     redis_client: redis.Redis,
 ) -> None:
-    from tasks.spotify_api import SpotifyCatalog
-    from worker.base_task import PermanentError
+    from tasks.enrichment.spotify import SpotifyCatalog
+    from worker.errors import PermanentError
 
     unset = get_settings().model_copy(update={"spotify_client_id": None})
 
@@ -375,7 +370,7 @@ def test_enrichment_without_spotify_credentials_fails_saying_which(
 
 
 def test_an_unknown_upload_fails_at_once_naming_it() -> None:
-    from tasks.enrichment import UnknownUploadError
+    from tasks.enrichment.scheduling import UnknownUploadError
 
     with pytest.raises(UnknownUploadError, match="no upload_jobs row 424242"):
         enrich_upload(424242)

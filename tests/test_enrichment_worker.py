@@ -18,8 +18,8 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from db.models import Listen, TaskRun
-from tasks.enrichment import BATON_KEY
-from tasks.spotify_api import APP_TOKEN_KEY
+from tasks.enrichment.scheduling import BATON_KEY
+from tasks.enrichment.spotify import APP_TOKEN_KEY
 from tests.enrichment_support import (
     CLIENT_ID,
     CLIENT_SECRET,

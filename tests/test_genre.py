@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from db.models import Track
-from tasks.analysis import classify_genre
+from tasks.analysis.analyse import classify_genre
 from tests import factories as f
 
 

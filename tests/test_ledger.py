@@ -16,9 +16,11 @@ from sqlalchemy import make_url, select, text
 
 from db.models import BackgroundTask, TaskRun
 from db.session import session_scope
-from tasks.cleanup import delete_old_background_tasks, delete_old_task_runs, rescue_stuck_tasks
+from tasks.automation.history import delete_old_task_runs
 from tests import factories as f
 from worker.ledger import UnknownTrackError, dispatch_pending, enqueue, enqueue_many
+from worker.ledger.rescue import rescue_stuck_tasks
+from worker.ledger.tasks import delete_old_background_tasks
 from worker.settings import get_settings
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
@@ -238,9 +240,9 @@ def test_retention_deletes_completed_after_30_days_and_failed_after_90(session: 
 def test_retention_deletes_in_batches_until_none_is_left(
     session: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tasks.cleanup
+    import worker.ledger.retention
 
-    monkeypatch.setattr(tasks.cleanup, "BATCH", 2)
+    monkeypatch.setattr(worker.ledger.retention, "BATCH", 2)
     track = f.track(session, f.artist(session))
     session.add_all(finished(track, "completed", 40 * DAY) for _ in range(5))
     session.commit()

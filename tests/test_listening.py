@@ -13,9 +13,9 @@ from sqlalchemy.engine import make_url
 
 from db.models import Track, UserListeningStats
 from db.session import session_scope
-from tasks.listening import AggregationReport, aggregate_listening, aggregate_user
+from tasks.listening.aggregation import AggregationReport, aggregate_listening, aggregate_user
 from tests import factories as f
-from worker.base_task import PermanentError
+from worker.errors import PermanentError
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 HOUR, DAY, SECOND = dt.timedelta(hours=1), dt.timedelta(days=1), dt.timedelta(seconds=1)

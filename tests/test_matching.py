@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from db import seed
-from tasks.matching import (
+from tasks.enrichment.matching import (
     DEFAULT_THRESHOLD,
     Candidate,
     SearchKey,

@@ -11,8 +11,8 @@ from sqlalchemy import select, text
 
 from db.models import SmartPlaylist, Track, TrendingTrack
 from db.session import session_scope
-from tasks.cleanup import delete_expired_playlists
-from tasks.playlists import Candidate, Rules, arrange, generate_playlists, kinds_due
+from tasks.playlists.expiry import delete_expired_playlists
+from tasks.playlists.generation import Candidate, Rules, arrange, generate_playlists, kinds_due
 from tests import factories as f
 from tests.support import wait_for
 

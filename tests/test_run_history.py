@@ -97,7 +97,7 @@ def test_a_message_that_keeps_killing_its_worker_is_refused_after_the_cap(
 ) -> None:
     # Each delivery kills its worker child outright; Redis hands the message back each
     # time (reject on worker lost). MAX_DELIVERIES defaults to 3: the fourth is refused.
-    with worker_process(app, "analysis", app_module="tests.test_only_tasks"):
+    with worker_process(app, "analysis", app_module="tests.extra_tasks"):
         result = app.send_task("analysis.test_kill_own_worker")
         with pytest.raises(Exception, match="delivered 4 times"):
             result.get(timeout=60)

@@ -12,7 +12,7 @@ from alembic import command
 from sqlalchemy import create_engine, inspect
 
 from db.migrate import SchemaBehindError, alembic_config, ensure_current, head_revisions, upgrade
-from worker.celery_app import validate_schedule
+from worker.signals import validate_schedule
 
 CONTRACT_TABLES = {
     "users",

@@ -20,7 +20,7 @@ from db.models import (
     TrendingTrack,
     User,
 )
-from tasks.automation import build_status
+from tasks.automation.status import build_status
 from worker.cli import main, render_status
 
 NOW = dt.datetime(2026, 11, 22, 12, 7, tzinfo=dt.UTC)

@@ -10,7 +10,7 @@ from sqlalchemy import delete, select
 
 from db.models import Track, TrendingTrack
 from db.session import session_scope
-from tasks.trending import TrendingReport, calculate_trending
+from tasks.trending.scoring import TrendingReport, calculate_trending
 from tests import factories as f
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from db.models import TaskRun
-from tasks.automation import UnknownTriggerError, resolve_trigger
+from tasks.automation.status import UnknownTriggerError, resolve_trigger
 from tests.support import wait_for
 from worker.cli import main
 

@@ -24,26 +24,15 @@ import psycopg
 import redis.exceptions
 import sqlalchemy.exc
 from celery import Task
-from celery.canvas import Signature
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from db.session import new_session
 from worker import run_journal
 from worker.arguments import validate_arguments
-from worker.errors import DeliveryLimitExceededError, InvalidArgumentsError, PermanentError
+from worker.errors import DeliveryLimitExceededError
 from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
-
-# Re-exported: task modules have long imported these from here.
-__all__ = [
-    "AutomationTask",
-    "DeliveryLimitExceededError",
-    "InvalidArgumentsError",
-    "PermanentError",
-    "publish_after_commit",
-]
 
 
 # Infrastructure hiccups that a later attempt can get past. Everything else fails at once.
@@ -169,25 +158,3 @@ class AutomationTask(Task):  # type: ignore[misc]  # Celery ships no type hints
                 f"{self.name}[{self.request.id}] delivered {delivery} times, and each earlier "
                 f"delivery died with its worker (limit MAX_DELIVERIES={limit}): not run again"
             )
-
-
-def publish_after_commit(session: Session, signature: Signature) -> None:
-    """Send ``signature`` once ``session`` commits; drop it if the session rolls back."""
-    session.info.setdefault("publish_after_commit", []).append(signature)
-
-
-# Savepoints (begin_nested) commit and roll back inside the real transaction: only the
-# outermost commit makes rows visible to a worker, and only its rollback undoes them.
-@event.listens_for(Session, "after_commit")
-def _publish_pending(session: Session) -> None:
-    if session.in_nested_transaction():
-        return
-    for signature in session.info.pop("publish_after_commit", []):
-        signature.apply_async()
-
-
-@event.listens_for(Session, "after_rollback")
-def _drop_pending(session: Session) -> None:
-    if session.in_nested_transaction():
-        return
-    session.info.pop("publish_after_commit", None)

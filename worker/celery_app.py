@@ -8,6 +8,9 @@ from typing import Any
 from celery import Celery
 
 import beat_schedule
+from worker import signals as worker_signals
+from worker.ledger.outbox import install as install_outbox
+from worker.publishing import install_session_hooks
 from worker.queues import (
     DEFAULT_QUEUE,
     PRIORITY_SEP,
@@ -21,13 +24,13 @@ from worker.settings import Settings, SettingsError, get_settings
 
 # Task modules, listed rather than discovered: what a worker runs is visible here.
 TASK_MODULES = [
-    "tasks.analysis",
-    "tasks.automation",
-    "tasks.cleanup",
-    "tasks.enrichment",
-    "tasks.listening",
-    "tasks.playlists",
-    "tasks.trending",
+    "tasks.analysis.tasks",
+    "tasks.automation.tasks",
+    "tasks.enrichment.tasks",
+    "tasks.listening.tasks",
+    "tasks.playlists.tasks",
+    "tasks.trending.tasks",
+    "worker.ledger.tasks",
 ]
 
 
@@ -99,22 +102,25 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+# Every table that fires work through NOTIFY and an outbox (``worker.ledger.outbox``),
+# named like the task modules: resolved when a worker starts, so importing the app never
+# imports a domain's code for it.
+OUTBOX_SOURCES = [
+    "worker.ledger.enqueue:LEDGER_SOURCE",
+    "tasks.enrichment.scheduling:UPLOADS_SOURCE",
+]
+
+
 def create_app(settings: Settings) -> Celery:
+    """The app, with everything it relies on installed here rather than on import: the
+    session hooks that publish after commit, the signal handlers, the outbox dispatcher."""
+    install_session_hooks()
+    worker_signals.install()
     app = Celery("automation", task_cls="worker.base_task:AutomationTask")
     app.config_from_object(celery_config(settings))
     app.conf.include = TASK_MODULES
+    install_outbox(app, OUTBOX_SOURCES)
     return app
-
-
-def validate_schedule(app: Celery) -> None:
-    """Raise ValueError naming every schedule entry whose task is not registered."""
-    unknown = sorted(
-        f"{key} -> {entry['task']}"
-        for key, entry in app.conf.beat_schedule.items()
-        if entry["task"] not in app.tasks
-    )
-    if unknown:
-        raise ValueError("beat_schedule names unregistered tasks: " + ", ".join(unknown))
 
 
 try:
@@ -122,9 +128,6 @@ try:
 except SettingsError as exc:
     # `celery -A worker ...` and `automation ...` both land here: one line, no traceback.
     raise SystemExit(str(exc)) from None
-
-import worker.dispatcher  # noqa: E402  (starts with workers of ledger queues)
-import worker.signals  # noqa: E402, F401  (connects the handlers)
 
 # Register every task now, not only when a worker starts: the CLI, beat's schedule check
 # and `automation.trigger` all need the full list of public names.

@@ -23,8 +23,8 @@ class _OperatorGroup(click.Group):
         from sqlalchemy.engine import make_url
 
         from db.migrate import SchemaBehindError
-        from worker.base_task import PermanentError
         from worker.embedded import ServiceStartError
+        from worker.errors import PermanentError
 
         settings = get_settings()
         try:
@@ -147,7 +147,7 @@ def _parse_kwargs(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait.")
 def trigger(name: str, args: tuple[str, ...], wait: bool, timeout: float) -> None:
     """Enqueue NAME now: a public task name, a short name, or `all` (every scheduled task)."""
-    from tasks.automation import UnknownTriggerError, resolve_trigger
+    from tasks.automation.status import UnknownTriggerError, resolve_trigger
     from worker import app
 
     kwargs = _parse_kwargs(args)
@@ -179,7 +179,7 @@ def trigger(name: str, args: tuple[str, ...], wait: bool, timeout: float) -> Non
 def status(as_json: bool) -> None:
     """What the system is doing: tasks, playlists, trending, schedule, queues."""
     from db.session import session_scope
-    from tasks.automation import collect_status
+    from tasks.automation.status import collect_status
     from worker import app
 
     settings = get_settings()
@@ -285,7 +285,7 @@ def spotify() -> None:
 def spotify_connect(user_id: int) -> None:
     """Store USER_ID's Spotify refresh token, read from standard input."""
     from db.session import session_scope
-    from tasks.spotify_accounts import TokenCipher, connect
+    from tasks.enrichment.accounts import TokenCipher, connect
 
     refresh_token = sys.stdin.readline().strip()
     if not refresh_token:
@@ -307,7 +307,7 @@ def spotify_connect(user_id: int) -> None:
 def spotify_disconnect(user_id: int) -> None:
     """Revoke USER_ID's Spotify connection: tokens wiped, enrichment stops."""
     from db.session import session_scope
-    from tasks.spotify_accounts import revoke
+    from tasks.enrichment.accounts import revoke
 
     with session_scope() as session:
         revoked = revoke(session, user_id, dt.datetime.now(dt.UTC), "disconnected by an operator")
@@ -319,7 +319,7 @@ def spotify_disconnect(user_id: int) -> None:
 @spotify.command("new-key")
 def spotify_new_key() -> None:
     """Print a new TOKEN_ENCRYPTION_KEY (prepend it to the old ones to rotate)."""
-    from tasks.spotify_accounts import new_key
+    from tasks.enrichment.accounts import new_key
 
     click.echo(new_key())
 

@@ -58,8 +58,8 @@ import redis
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from db.queries import queries
 from db.session import get_engine
-from db.sql import queries
 from worker.redis_client import get_redis
 
 log = logging.getLogger(__name__)
@@ -345,7 +345,7 @@ def _short_str(value: Any) -> str | None:
 
 # -- the drainer's side: store --------------------------------------------------------------
 
-SQL = queries("run_journal")
+SQL = queries("worker", "run_journal")
 _FINISH_COLUMNS = ("finished_at", "runtime_seconds", "result_summary", "error")
 
 

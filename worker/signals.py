@@ -1,5 +1,7 @@
 """Celery signal handlers: the run journal, log context, start-up checks, fork safety.
 
+Connected by ``install()``, which ``worker.celery_app.create_app`` calls.
+
 A run's start and end are appended to the run journal (``worker.run_journal``) in Redis,
 the store the message itself came from; nothing here needs PostgreSQL. Recording never
 breaks the task: if Redis cannot take an entry either, the entry is written to
@@ -55,7 +57,6 @@ def _run_of(request: Any, task_id: str, task_name: str, args: Any, kwargs: Any) 
     )
 
 
-@signals.task_prerun.connect
 def _record_start(task_id: str, task: Any, args: Any, kwargs: Any, **_: Any) -> None:
     request = task.request
     run = _run_of(request, task_id, task.name, args, kwargs)
@@ -76,7 +77,6 @@ def _record_start(task_id: str, task: Any, args: Any, kwargs: Any, **_: Any) -> 
         run_journal.record("start", run.fields(), delivery=1)
 
 
-@signals.task_postrun.connect
 def _record_finish(task_id: str, task: Any, retval: Any, state: str | None, **_: Any) -> None:
     request = task.request
     run: RunStart | None = getattr(request, "run", None)
@@ -111,7 +111,6 @@ def _record_finish(task_id: str, task: Any, retval: Any, state: str | None, **_:
         run_journal.record("finish", {**run.fields(), **fields}, delivery=fields["delivery"])
 
 
-@signals.task_revoked.connect
 def _record_revoked(request: Any, terminated: bool, expired: bool, **_: Any) -> None:
     # Revoked or expired before it ran: no child ever saw it, so no start was recorded.
     # (A running task that is terminated ends through its own run, as cut off.)
@@ -132,7 +131,6 @@ def _record_revoked(request: Any, terminated: bool, expired: bool, **_: Any) -> 
     )
 
 
-@signals.task_failure.connect
 def _record_killed(task_id: str, exception: BaseException, sender: Any, **_: Any) -> None:
     # A child killed for its hard time limit never reaches postrun; the parent reports it.
     # (A child that died otherwise is requeued: its next delivery marks the run lost.)
@@ -152,7 +150,6 @@ def _record_killed(task_id: str, exception: BaseException, sender: Any, **_: Any
 _drainers: dict[str, run_journal.Drainer] = {}
 
 
-@signals.worker_ready.connect
 def _start_drainer(**_: Any) -> None:
     if "drainer" not in _drainers:
         drainer = run_journal.Drainer(drainer_engine(), get_redis())
@@ -160,7 +157,6 @@ def _start_drainer(**_: Any) -> None:
         _drainers["drainer"] = drainer
 
 
-@signals.worker_shutdown.connect
 def _stop_drainer(**_: Any) -> None:
     drainer = _drainers.pop("drainer", None)
     if drainer is not None:
@@ -168,9 +164,19 @@ def _stop_drainer(**_: Any) -> None:
         drainer.join(timeout=10)
 
 
-@signals.worker_process_init.connect
 def _fresh_connections_in_child(**_: Any) -> None:
     reset_after_fork()
+
+
+def validate_schedule(app: Celery) -> None:
+    """Raise ValueError naming every schedule entry whose task is not registered."""
+    unknown = sorted(
+        f"{key} -> {entry['task']}"
+        for key, entry in app.conf.beat_schedule.items()
+        if entry["task"] not in app.tasks
+    )
+    if unknown:
+        raise ValueError("beat_schedule names unregistered tasks: " + ", ".join(unknown))
 
 
 def _preflight(app: Celery, *, check_schedule: bool) -> None:
@@ -178,19 +184,15 @@ def _preflight(app: Celery, *, check_schedule: bool) -> None:
     try:
         ensure_current(get_engine())
         if check_schedule:
-            from worker.celery_app import validate_schedule
-
             validate_schedule(app)
     except (SchemaBehindError, ValueError) as exc:
         raise SystemExit(f"refusing to start: {exc}") from None
 
 
-@signals.worker_init.connect
 def _worker_preflight(sender: Any, **_: Any) -> None:
     _preflight(sender.app, check_schedule=False)
 
 
-@signals.beat_init.connect
 def _beat_preflight(sender: Any, **_: Any) -> None:
     _preflight(sender.app, check_schedule=True)
 
@@ -209,8 +211,28 @@ class _ContextFormatter(logging.Formatter):
 LOG_FORMAT = "[%(asctime)s: %(levelname)s/%(processName)s]%(task_context)s %(name)s: %(message)s"
 
 
-@signals.after_setup_logger.connect
-@signals.after_setup_task_logger.connect
 def _log_with_task_context(logger: logging.Logger, **_: Any) -> None:
     for handler in logger.handlers:
         handler.setFormatter(_ContextFormatter(LOG_FORMAT))
+
+
+# (signal, handler): every handler this module has, connected by ``install``.
+_HANDLERS = [
+    (signals.task_prerun, _record_start),
+    (signals.task_postrun, _record_finish),
+    (signals.task_revoked, _record_revoked),
+    (signals.task_failure, _record_killed),
+    (signals.worker_ready, _start_drainer),
+    (signals.worker_shutdown, _stop_drainer),
+    (signals.worker_process_init, _fresh_connections_in_child),
+    (signals.worker_init, _worker_preflight),
+    (signals.beat_init, _beat_preflight),
+    (signals.after_setup_logger, _log_with_task_context),
+    (signals.after_setup_task_logger, _log_with_task_context),
+]
+
+
+def install() -> None:
+    """Connect the handlers. Called where the app is built (not on import); idempotent."""
+    for signal, handler in _HANDLERS:
+        signal.connect(handler, dispatch_uid=f"{__name__}.{handler.__name__}")

@@ -19,6 +19,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from db.triggers import sql
+
 revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
@@ -138,29 +140,7 @@ def upgrade() -> None:
     op.add_column("trending_tracks", sa.Column("rank", sa.Integer(), nullable=False))
     op.create_index("ix_trending_tracks_rank", "trending_tracks", ["rank"], unique=True)
 
-    # Deleted or edited plays (including a track's plays, deleted by cascade) mark their
-    # users for a rebuild. Statement-level with transition tables: one insert per
-    # statement, however many rows it touched.
-    op.execute("""
-        CREATE FUNCTION mark_listening_stats_dirty() RETURNS trigger
-        LANGUAGE plpgsql AS $$
-        BEGIN
-            INSERT INTO listening_stats_dirty (user_id)
-            SELECT DISTINCT user_id FROM old_plays
-            ON CONFLICT DO NOTHING;
-            RETURN NULL;
-        END $$
-    """)
-    op.execute("""
-        CREATE TRIGGER play_history_deleted AFTER DELETE ON play_history
-        REFERENCING OLD TABLE AS old_plays
-        FOR EACH STATEMENT EXECUTE FUNCTION mark_listening_stats_dirty()
-    """)
-    op.execute("""
-        CREATE TRIGGER play_history_updated AFTER UPDATE ON play_history
-        REFERENCING OLD TABLE AS old_plays
-        FOR EACH STATEMENT EXECUTE FUNCTION mark_listening_stats_dirty()
-    """)
+    op.execute(sql("play_history_mark_stats_dirty"))
 
 
 def downgrade() -> None:

@@ -9,27 +9,16 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from db.triggers import sql
+
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-# Reproducible randomness for playlists: the same (user, track, seed) always gives the
-# same number in [0, 1). The seed stands for the playlist type and period, so a re-run the
-# same day draws the same playlist and tomorrow's differs. Integer hashes (no text built
-# per candidate: it runs for every candidate of every user); SQL and immutable, so inlined.
-PLAYLIST_RANDOM = """
-    CREATE OR REPLACE FUNCTION playlist_random(user_id bigint, track_id bigint, seed bigint)
-    RETURNS double precision LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-        SELECT (hashint8extended(track_id, hashint8extended(user_id, seed))
-                & 281474976710655)::double precision / 281474976710656.0
-    $$
-"""
-
-
 def upgrade() -> None:
-    op.execute(PLAYLIST_RANDOM)
+    op.execute(sql("playlist_random"))
     op.add_column(
         "smart_playlists",
         sa.Column("cold_start", sa.Boolean(), server_default=sa.false(), nullable=False),

@@ -10,67 +10,15 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from db.triggers import sql
+
 revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# The trigger files' ON CONFLICT clauses repeat this predicate: it is how they name the index.
 ACTIVE = "status IN ('pending', 'processing')"
-
-# Any service may insert tracks, by plain SQL too: the database itself queues their
-# analysis, in the inserting transaction, so nothing depends on the inserter knowing us.
-# A track without an audio file gets no audio analyses (there is nothing to read); a track
-# without a genre gets a genre classification. Duplicates of active rows collapse.
-QUEUE_ON_INSERT = f"""
-    CREATE FUNCTION queue_track_analysis() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        INSERT INTO background_tasks (task_type, track_id)
-        SELECT wanted.task_type, t.id
-        FROM new_tracks t
-        CROSS JOIN LATERAL (VALUES
-            ('mood_detection', t.audio_path IS NOT NULL),
-            ('energy_analysis', t.audio_path IS NOT NULL),
-            ('genre_classification', t.genre IS NULL)
-        ) AS wanted (task_type, needed)
-        WHERE wanted.needed
-        ON CONFLICT (task_type, track_id) WHERE {ACTIVE} DO NOTHING;
-        RETURN NULL;
-    END $$;
-    CREATE TRIGGER tracks_queue_analysis AFTER INSERT ON tracks
-        REFERENCING NEW TABLE AS new_tracks
-        FOR EACH STATEMENT EXECUTE FUNCTION queue_track_analysis();
-"""
-
-# A new or replaced audio file is analysed again (transition tables cannot be combined with
-# a column list, so this one is per row; audio changes are rare).
-QUEUE_ON_AUDIO_CHANGE = f"""
-    CREATE FUNCTION queue_audio_reanalysis() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        INSERT INTO background_tasks (task_type, track_id)
-        VALUES ('mood_detection', NEW.id), ('energy_analysis', NEW.id)
-        ON CONFLICT (task_type, track_id) WHERE {ACTIVE} DO NOTHING;
-        RETURN NULL;
-    END $$;
-    CREATE TRIGGER tracks_queue_audio_reanalysis AFTER UPDATE OF audio_path ON tracks
-        FOR EACH ROW
-        WHEN (NEW.audio_path IS NOT NULL AND NEW.audio_path IS DISTINCT FROM OLD.audio_path)
-        EXECUTE FUNCTION queue_audio_reanalysis();
-"""
-
-# Rows inserted without a message (enqueued_at NULL: by the triggers above, or by another
-# service writing the ledger directly) wake the workers' dispatcher at commit.
-NOTIFY_DISPATCHER = """
-    CREATE FUNCTION notify_background_dispatch() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        IF EXISTS (SELECT 1 FROM new_rows WHERE enqueued_at IS NULL) THEN
-            PERFORM pg_notify('background_tasks', '');
-        END IF;
-        RETURN NULL;
-    END $$;
-    CREATE TRIGGER background_tasks_notify AFTER INSERT ON background_tasks
-        REFERENCING NEW TABLE AS new_rows
-        FOR EACH STATEMENT EXECUTE FUNCTION notify_background_dispatch();
-"""
 
 
 def upgrade() -> None:
@@ -96,9 +44,9 @@ def upgrade() -> None:
     op.add_column("tracks", sa.Column("audio_features", postgresql.JSONB()))
     op.add_column("tracks", sa.Column("genre_source", sa.Text()))
     op.add_column("tracks", sa.Column("genre_confidence", sa.Float()))
-    op.execute(QUEUE_ON_INSERT)
-    op.execute(QUEUE_ON_AUDIO_CHANGE)
-    op.execute(NOTIFY_DISPATCHER)
+    op.execute(sql("tracks_queue_analysis"))
+    op.execute(sql("tracks_queue_audio_reanalysis"))
+    op.execute(sql("background_tasks_notify"))
 
 
 def downgrade() -> None:

@@ -10,25 +10,12 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from db.triggers import sql
+
 revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-
-# However an upload becomes completed (our code, another service's plain SQL), the
-# enrichment workers' dispatcher hears of it at commit and publishes enrich_upload.
-NOTIFY_UPLOAD_COMPLETED = """
-    CREATE FUNCTION notify_upload_completed() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        PERFORM pg_notify('upload_jobs_completed', NEW.id::text);
-        RETURN NULL;
-    END $$;
-    CREATE TRIGGER upload_jobs_notify_completed AFTER INSERT OR UPDATE OF status
-        ON upload_jobs FOR EACH ROW
-        WHEN (NEW.status = 'completed' AND NEW.enrichment_queued_at IS NULL)
-        EXECUTE FUNCTION notify_upload_completed();
-"""
 
 
 def upgrade() -> None:
@@ -172,7 +159,7 @@ def upgrade() -> None:
         "UPDATE upload_jobs SET enrichment_queued_at = coalesce(completed_at, now()) "
         "WHERE status = 'completed'"
     )
-    op.execute(NOTIFY_UPLOAD_COMPLETED)
+    op.execute(sql("upload_jobs_notify_completed"))
 
 
 def downgrade() -> None:

@@ -1,0 +1,16 @@
+"""The PostgreSQL NOTIFY channels: the names database triggers and their listeners share.
+
+A trigger (``db/triggers/*.sql``) calls ``pg_notify(<channel>, ...)`` when a row needs work;
+the outbox dispatcher (``worker.ledger.outbox``) LISTENs on the channel of each of its
+sources. SQL cannot import these constants, so a test reads every trigger file and checks
+that each channel it notifies is one named here.
+"""
+
+from __future__ import annotations
+
+# A background_tasks row was inserted: its message may need publishing.
+BACKGROUND_TASKS = "background_tasks"
+# An upload job reached ``completed``: its listens may need enriching.
+UPLOAD_JOBS_COMPLETED = "upload_jobs_completed"
+
+ALL: frozenset[str] = frozenset({BACKGROUND_TASKS, UPLOAD_JOBS_COMPLETED})

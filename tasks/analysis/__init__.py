@@ -1,0 +1,1 @@
+"""Per-track audio analysis (energy, mood, genre), run as ledger tasks."""

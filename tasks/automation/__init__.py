@@ -1,0 +1,1 @@
+"""The operators' tasks: status, trigger, ping, and run-history retention."""

@@ -1,0 +1,195 @@
+"""What the operators' tasks report and do: triggers by name, and the status report.
+
+``collect_status`` is the report behind both ``automation status`` (read straight from
+PostgreSQL, so it works with every worker down) and the ``automation.status`` task.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from typing import Any
+
+import redis
+from celery import Celery
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy.orm import Session
+
+from db.models import BackgroundTask, DeadLetter, SmartPlaylist, TaskRun, TrendingTrack
+from db.queries import queries
+from tasks.enrichment.monitoring import enrichment_progress, spotify_pause
+from worker.errors import PermanentError
+from worker.ledger import limit_params
+from worker.queues import INBOX_QUEUE, PRIORITY_STEPS, QUEUE_NAMES, redis_keys
+from worker.run_journal import pending_entries
+from worker.settings import get_settings
+
+# Short names for the spec's manual triggers. A name is offered only once every task it
+# stands for is registered.
+TRIGGER_ALIASES: dict[str, tuple[str, ...]] = {
+    "listening_stats": ("listening.aggregate",),
+    "trending": ("trending.calculate",),
+    "smart_playlists": ("playlists.generate_all",),
+    "cleanup": (
+        "cleanup.background_tasks",
+        "cleanup.expired_playlists",
+        "cleanup.stuck_tasks",
+        "cleanup.task_runs",
+    ),
+    "enrichment": ("enrichment.enrich_pending",),
+    "status": ("automation.status",),
+    "ping": ("automation.ping",),
+}
+NOT_TRIGGERABLE = {"automation.trigger"}
+LEDGER = queries("worker.ledger", "ledger")
+
+
+class UnknownTriggerError(PermanentError):
+    pass
+
+
+def public_task_names(celery_app: Celery) -> list[str]:
+    return sorted(name for name in celery_app.tasks if not name.startswith("celery."))
+
+
+def valid_triggers(celery_app: Celery) -> list[str]:
+    registered = set(public_task_names(celery_app)) - NOT_TRIGGERABLE
+    aliases = [a for a, names in TRIGGER_ALIASES.items() if set(names) <= registered]
+    return ["all", *sorted(aliases), *sorted(registered)]
+
+
+def resolve_trigger(celery_app: Celery, name: str) -> list[str]:
+    """The task names ``name`` stands for; ``all`` is every scheduled task."""
+    if name == "all":
+        return sorted({entry["task"] for entry in celery_app.conf.beat_schedule.values()})
+    if name in valid_triggers(celery_app):
+        return list(TRIGGER_ALIASES.get(name, (name,)))
+    raise UnknownTriggerError(
+        f"unknown task {name!r}; valid: {', '.join(valid_triggers(celery_app))}"
+    )
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _counts(session: Session, column: Any, *where: Any) -> dict[str, int]:
+    rows = session.execute(select(column, func.count()).where(*where).group_by(column))
+    return {str(key): count for key, count in rows}
+
+
+def _schedule(session: Session, celery_app: Celery, now: dt.datetime) -> list[dict[str, Any]]:
+    entries = celery_app.conf.beat_schedule
+    tasks = sorted({entry["task"] for entry in entries.values()})
+    last_runs = {
+        run.task_name: run
+        for run in session.scalars(
+            select(TaskRun)
+            .where(TaskRun.task_name.in_(tasks))
+            .ext(distinct_on(TaskRun.task_name))
+            .order_by(TaskRun.task_name, TaskRun.started_at.desc())
+        )
+    }
+    report = []
+    for key, entry in sorted(entries.items()):
+        # The schedule's own clock must be ours, or "next run" mixes two notions of now.
+        schedule = copy.copy(entry["schedule"])
+        schedule.nowfun = lambda: now
+        last = last_runs.get(entry["task"])
+        since = last.started_at if last is not None else now
+        next_run = now + max(schedule.remaining_estimate(since), dt.timedelta(0))
+        report.append(
+            {
+                "entry": key,
+                "task": entry["task"],
+                "schedule": str(schedule),
+                "next_run_at": _iso(next_run),
+                "last_run": None
+                if last is None
+                else {
+                    "started_at": _iso(last.started_at),
+                    "status": last.status,
+                    "runtime_seconds": last.runtime_seconds,
+                    "error": last.error,
+                },
+            }
+        )
+    return report
+
+
+def _background_summary(session: Session, celery_app: Celery, now: dt.datetime) -> dict[str, Any]:
+    settings = get_settings()
+    lost_before = now - dt.timedelta(seconds=settings.background_lost_after_seconds)
+    health = session.execute(
+        LEDGER["summary"], {"now": now, "lost_before": lost_before, **limit_params(celery_app)}
+    ).one()
+    by_type: dict[str, dict[str, int]] = {}
+    for task_type, state, count in session.execute(
+        select(BackgroundTask.task_type, BackgroundTask.status, func.count()).group_by(
+            BackgroundTask.task_type, BackgroundTask.status
+        )
+    ):
+        by_type.setdefault(task_type, {})[state] = count
+    oldest = health.oldest_pending_seconds
+    return {
+        "total": sum(sum(states.values()) for states in by_type.values()),
+        "by_status": _counts(session, BackgroundTask.status),
+        "by_type": by_type,
+        "oldest_pending_seconds": None if oldest is None else round(float(oldest), 1),
+        # Rows cleanup.stuck_tasks will move on its next run.
+        "stuck_processing": health.stuck_processing,
+        "lost_pending": health.lost_pending,
+        "undispatched": health.undispatched,
+    }
+
+
+def build_status(session: Session, celery_app: Celery, now: dt.datetime) -> dict[str, Any]:
+    """Everything an operator checks first, from PostgreSQL alone."""
+    day_ago = now - dt.timedelta(days=1)
+    playlist_totals = session.execute(
+        select(func.count(), func.max(SmartPlaylist.generated_at))
+    ).one()
+    trending = session.execute(select(func.count(), func.max(TrendingTrack.calculated_at))).one()
+    dead = session.execute(select(func.count(), func.max(DeadLetter.received_at))).one()
+    return {
+        "generated_at": _iso(now),
+        "background_tasks": _background_summary(session, celery_app, now),
+        "smart_playlists": {
+            "total": playlist_totals[0],
+            "by_type": _counts(session, SmartPlaylist.playlist_type),
+            "latest_generated_at": _iso(playlist_totals[1]),
+        },
+        "trending": {"tracks": trending[0], "last_calculated_at": _iso(trending[1])},
+        "enrichment": enrichment_progress(session),
+        "task_runs_24h": _counts(session, TaskRun.status, TaskRun.started_at >= day_ago),
+        "dead_letters": {"total": dead[0], "latest_at": _iso(dead[1])},
+        "schedule": _schedule(session, celery_app, now),
+    }
+
+
+def queue_depths(client: redis.Redis) -> dict[str, int]:
+    """Messages waiting per queue, over its priority lists."""
+    names = [*QUEUE_NAMES, INBOX_QUEUE]
+    pipe = client.pipeline()
+    for name in names:
+        for key in redis_keys(name):
+            pipe.llen(key)
+    lengths = iter(pipe.execute())
+    return {name: sum(next(lengths) for _ in PRIORITY_STEPS) for name in names}
+
+
+def collect_status(
+    session: Session, celery_app: Celery, now: dt.datetime, redis_url: str
+) -> dict[str, Any]:
+    report = build_status(session, celery_app, now)
+    try:
+        with redis.Redis.from_url(redis_url, socket_connect_timeout=3) as client:
+            report["queues"] = queue_depths(client)
+            # Run records and dead letters not yet in PostgreSQL (it is down, or every
+            # worker is): they land as soon as a worker's drainer can write them.
+            report["run_journal_waiting"] = pending_entries(client)
+            report["enrichment"]["spotify_paused"] = spotify_pause(get_settings(), client)
+    except redis.RedisError as exc:
+        report["queues"] = {"error": f"Redis unavailable: {exc}"}
+    return report

@@ -1,0 +1,1 @@
+"""Enrichment of imported listens with Spotify metadata, within Spotify's rate limits."""

@@ -1,0 +1,1 @@
+"""Listening-history aggregation into per-user stats."""

@@ -1,0 +1,1 @@
+"""Smart playlists: four kinds per user, each with an expiry."""

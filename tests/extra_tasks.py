@@ -1,0 +1,29 @@
+"""Tasks that exist only for tests, added to the production app by the worker subprocesses
+of the tests that need them (``celery -A tests.extra_tasks worker``); the production app
+never has them. Both are in the analysis family, so they run on the analysis queue, which
+the in-process test worker never consumes (a message this module's tasks took there would
+end the test run or find no such task)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from worker.celery_app import app
+from worker.ledger import LedgerTask
+
+__all__ = ["app"]
+
+
+@app.task(name="analysis.test_kill_own_worker")
+def kill_own_worker() -> None:
+    """Kill the worker child running it, as a segfault or the kernel's OOM killer would."""
+    os._exit(1)
+
+
+@app.task(name="analysis.test_write_nothing", bind=True, base=LedgerTask)
+def write_nothing(
+    self: LedgerTask, track_id: int, background_task_id: int | None = None
+) -> dict[str, Any]:
+    """A ledger task whose body does no database work: its row completes all the same."""
+    return {"wrote": "nothing", "track_id": track_id}

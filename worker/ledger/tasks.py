@@ -1,0 +1,21 @@
+"""The ledger's housekeeping tasks, on beat's schedule: rescue and retention."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from worker.base_task import AutomationTask
+from worker.celery_app import app
+from worker.ledger.rescue import rescue_stuck_tasks
+from worker.ledger.retention import delete_old_background_tasks
+from worker.settings import get_settings
+
+
+@app.task(name="cleanup.stuck_tasks", bind=True)
+def stuck_tasks(self: AutomationTask) -> dict[str, int]:
+    return rescue_stuck_tasks(self.session, self.app, dt.datetime.now(dt.UTC), get_settings())
+
+
+@app.task(name="cleanup.background_tasks", bind=True)
+def background_tasks(self: AutomationTask) -> dict[str, int]:
+    return delete_old_background_tasks(self.session, dt.datetime.now(dt.UTC), get_settings())
