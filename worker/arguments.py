@@ -56,9 +56,9 @@ Id = Annotated[
 ]
 OptionalId = Id | None
 
-# Spelled out, as a type checker needs a Literal's values; tests/test_arguments.py checks
-# them against the kinds tasks/playlists.py generates (importing those here would be an
-# import cycle, tasks/playlists.py importing this module).
+# Spelled out, as a type checker needs a Literal's values; a unit test checks
+# them against the kinds the playlists family generates (db.models.PLAYLIST_TYPES, which
+# this module does not import: it sits below the database layer).
 PlaylistKind = Literal["daily_mix", "discovery_weekly", "new_for_you", "forgotten_favorites"]
 PLAYLIST_KINDS: tuple[str, ...] = get_args(PlaylistKind)
 PlaylistType = Annotated[PlaylistKind, Field(description=f"one of {', '.join(PLAYLIST_KINDS)}")]

@@ -34,8 +34,8 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "automation": Family(DEFAULT_QUEUE, soft_time_limit=60, time_limit=120),
     "cleanup": Family(DEFAULT_QUEUE, soft_time_limit=5 * 60, time_limit=10 * 60),
-    "listening": Family("analytics", soft_time_limit=50 * 60, time_limit=60 * 60),
-    "trending": Family("analytics", soft_time_limit=50 * 60, time_limit=60 * 60),
+    "listening": Family("stats", soft_time_limit=50 * 60, time_limit=60 * 60),
+    "trending": Family("stats", soft_time_limit=50 * 60, time_limit=60 * 60),
     "playlists": Family("playlists", soft_time_limit=15 * 60, time_limit=20 * 60),
     "enrichment": Family("enrichment", soft_time_limit=10 * 60, time_limit=15 * 60),
     "analysis": Family("analysis", soft_time_limit=5 * 60, time_limit=10 * 60),
@@ -47,13 +47,21 @@ QUEUE_NAMES: tuple[str, ...] = tuple(
     dict.fromkeys([DEFAULT_QUEUE, *(f.queue for f in FAMILIES.values())])
 )
 
+# Queues renamed away, each with the queue that took over its work. A renamed queue may
+# still hold messages when the new workers start (published before the deploy by beat, a
+# sender, or a retry's countdown), so the workers of the new queue keep draining the old
+# one too, and ``automation status`` shows its depth. Remove an entry once its queue has
+# stayed empty for a release. ``analytics`` became ``stats``: it was two letters from
+# ``analysis`` (per-track audio), a different kind of worker.
+RETIRED_QUEUES: dict[str, str] = {"analytics": "stats"}
+
 # Redis redelivers an unacknowledged message after this long. It must exceed the longest
 # hard time limit, or a long late-acked task would run twice while it is still running.
 VISIBILITY_TIMEOUT = 2 * max(f.time_limit for f in FAMILIES.values())
 
 
 # Redis message priorities: one list per step and queue, served 0 first. The ledger maps
-# its priorities onto these (worker/ledger.py); other messages go at 0.
+# its priorities onto these (``worker.ledger``); other messages go at 0.
 PRIORITY_STEPS = list(range(10))
 PRIORITY_SEP = ":"
 
@@ -87,9 +95,16 @@ class FamilyLimits:
 
 
 def worker_queues(queue: str) -> list[str]:
-    """The queues a worker for ``queue`` consumes: the default workers also drain the inbox."""
-    return [queue, INBOX_QUEUE] if queue == DEFAULT_QUEUE else [queue]
+    """The queues a worker for ``queue`` consumes: the default workers also drain the inbox,
+    and each queue's workers drain the queues it replaced."""
+    retired = [old for old, new in RETIRED_QUEUES.items() if new == queue]
+    return [queue, *([INBOX_QUEUE] if queue == DEFAULT_QUEUE else []), *retired]
+
+
+def all_queue_names() -> list[str]:
+    """Every queue a message may wait in: ours, the inbox, and the retired ones."""
+    return [*QUEUE_NAMES, INBOX_QUEUE, *RETIRED_QUEUES]
 
 
 def celery_queues() -> list[Queue]:
-    return [Queue(name, routing_key=name) for name in (*QUEUE_NAMES, INBOX_QUEUE)]
+    return [Queue(name, routing_key=name) for name in all_queue_names()]

@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         description="Deliveries of one message that died with its worker before it is refused.",
     )
 
-    # Spotify enrichment (tasks/enrichment.py)
+    # Spotify enrichment (tasks/enrichment/)
     spotify_client_id: str | None = None
     spotify_client_secret: SecretStr | None = None
     spotify_api_url: str = Field(

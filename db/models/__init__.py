@@ -1,20 +1,23 @@
-"""All models; import from here. Split by area: music, imports, analytics, operations."""
+"""All models; import from here. One module per thing modelled: music (users, artists,
+tracks, plays), imports (uploads, listens, Spotify tokens), spotify (the catalogue cache),
+listening (stats), trending, playlists, ledger (background tasks), runs (run history,
+dead letters)."""
 
-from db.models.analytics import (
-    PLAYLIST_TYPES,
+from db.models.base import Base
+from db.models.imports import Listen, SpotifyToken, UploadJob
+from db.models.ledger import BackgroundTask
+from db.models.listening import (
     AggregationWatermark,
     ListeningStatsDirty,
-    SmartPlaylist,
-    TrendingTrack,
     UserArtistPlays,
     UserListeningStats,
     UserTrackPlays,
 )
-from db.models.base import Base
-from db.models.imports import Listen, SpotifyToken, UploadJob
 from db.models.music import Album, Artist, PlayHistory, Track, User
-from db.models.operations import BackgroundTask, DeadLetter, TaskRun, TaskRunCommit
+from db.models.playlists import PLAYLIST_TYPES, SmartPlaylist
+from db.models.runs import DeadLetter, TaskRun, TaskRunCommit
 from db.models.spotify import SpotifyArtist, SpotifyMatch, SpotifyTrack
+from db.models.trending import TrendingTrack
 
 __all__ = [
     "PLAYLIST_TYPES",

@@ -25,7 +25,8 @@ class UploadJob(Base):
     created_at: Mapped[CreatedAt]
     completed_at: Mapped[dt.datetime | None]
     # When its enrichment.enrich_upload was published; NULL on a completed upload means
-    # the dispatcher still owes it one (migration 0005's trigger wakes the dispatcher).
+    # the dispatcher still owes it one (the trigger in
+    # db/triggers/upload_jobs_notify_completed.sql wakes the dispatcher).
     enrichment_queued_at: Mapped[dt.datetime | None]
 
     __table_args__ = (
@@ -58,7 +59,7 @@ class Listen(Base):
     # An export may already carry the track's Spotify id; then no search is needed.
     spotify_track_id: Mapped[str | None] = mapped_column(Text)
 
-    # Enrichment (tasks/enrichment.py): the cache entry this listen resolves through,
+    # Enrichment (``tasks.enrichment``): the cache entry this listen resolves through,
     # and what it said.
     match_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("spotify_matches.id", ondelete="SET NULL"), index=True
@@ -96,7 +97,7 @@ class Listen(Base):
 
 
 class SpotifyToken(Base):
-    """A user's Spotify connection; tokens are Fernet-encrypted (tasks/spotify_accounts.py).
+    """A user's Spotify connection; tokens are Fernet-encrypted (``tasks.enrichment.accounts``).
 
     Revoking (the user disconnects, or Spotify answers invalid_grant) wipes both tokens
     and keeps the row, so status can say who was revoked, when and why.

@@ -57,9 +57,9 @@ class Track(Base):
     mood: Mapped[str | None] = mapped_column(Text)
     energy_level: Mapped[float | None]
     tempo: Mapped[float | None]
-    # What the audio analyses measured (tasks/audio_features.py), mood's inputs included.
+    # What the audio analyses measured (``tasks.analysis.audio_features``), mood's inputs included.
     audio_features: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    # Where ``genre`` came from when it was inferred (tasks/genre.py); NULL: as supplied.
+    # Where ``genre`` came from when it was inferred (``tasks.analysis.genre``); NULL: as supplied.
     genre_source: Mapped[str | None] = mapped_column(Text)
     genre_confidence: Mapped[float | None]
     created_at: Mapped[CreatedAt]
@@ -82,7 +82,7 @@ class PlayHistory(Base):
     played_at: Mapped[dt.datetime]
     ms_played: Mapped[int | None]
     # The inserting transaction: the order plays were committed in, which is what
-    # incremental aggregation follows (tasks/listening.py). Filled by the database.
+    # incremental aggregation follows (tasks/listening/). Filled by the database.
     ingest_xid: Mapped[int] = mapped_column(
         BigInteger, server_default=text("(pg_current_xact_id())::text::bigint")
     )

@@ -1,8 +1,9 @@
 """What Spotify told us, cached for every user: search answers, tracks and artists.
 
 ``spotify_matches`` is the cache the enrichment consults before it spends a request: one
-row per distinct normalized (artist, track) key (tasks/matching.py), or per Spotify track
-id an export already carried. Listens point at their row, so one answer serves them all.
+row per distinct normalized (artist, track) key (``tasks.enrichment.matching``), or per
+Spotify track id an export already carried. Listens point at their row, so one answer
+serves them all.
 """
 
 from __future__ import annotations

@@ -7,8 +7,12 @@ queues track analysis, say, is found here rather than in a migration's string.
 A migration is history: once a migration that loads a file has been applied anywhere, that
 file must keep its meaning, or databases migrated before and after the edit would differ
 with nothing to tell them apart. A later change to a function or trigger is a new file
-(``<name>_v2.sql``) loaded by a new migration; ``tests/schema_snapshot.txt`` catches an
-edit in place.
+(``<name>_v2.sql``) loaded by a new migration; a test compares a freshly migrated
+database with a committed snapshot of the catalog and catches an edit in place.
+
+Function bodies keep, byte for byte, the indentation the migrations' strings gave them
+before the functions moved here: PostgreSQL stores a body verbatim, so re-indenting one
+would change what every database migrated since holds.
 
 ``op.execute`` reads a plain string as SQLAlchemy ``text()``, where a colon followed by a
 word is a bind parameter: write casts as ``::type`` and keep ``:word`` out of comments.

@@ -3,12 +3,12 @@
 -- service writing the ledger directly), so it publishes them now rather than at its next
 -- poll.
 CREATE FUNCTION notify_background_dispatch() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM new_rows WHERE enqueued_at IS NULL) THEN
-        PERFORM pg_notify('background_tasks', '');
-    END IF;
-    RETURN NULL;
-END $$;
+    BEGIN
+        IF EXISTS (SELECT 1 FROM new_rows WHERE enqueued_at IS NULL) THEN
+            PERFORM pg_notify('background_tasks', '');
+        END IF;
+        RETURN NULL;
+    END $$;
 
 CREATE TRIGGER background_tasks_notify AFTER INSERT ON background_tasks
     REFERENCING NEW TABLE AS new_rows

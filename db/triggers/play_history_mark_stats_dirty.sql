@@ -4,12 +4,12 @@
 -- touched.
 CREATE FUNCTION mark_listening_stats_dirty() RETURNS trigger
 LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO listening_stats_dirty (user_id)
-    SELECT DISTINCT user_id FROM old_plays
-    ON CONFLICT DO NOTHING;
-    RETURN NULL;
-END $$;
+        BEGIN
+            INSERT INTO listening_stats_dirty (user_id)
+            SELECT DISTINCT user_id FROM old_plays
+            ON CONFLICT DO NOTHING;
+            RETURN NULL;
+        END $$;
 
 CREATE TRIGGER play_history_deleted AFTER DELETE ON play_history
     REFERENCING OLD TABLE AS old_plays

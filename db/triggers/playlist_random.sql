@@ -5,6 +5,6 @@
 -- candidate of every user); SQL and immutable, so the planner inlines it.
 CREATE OR REPLACE FUNCTION playlist_random(user_id bigint, track_id bigint, seed bigint)
 RETURNS double precision LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT (hashint8extended(track_id, hashint8extended(user_id, seed))
-            & 281474976710655)::double precision / 281474976710656.0
-$$;
+        SELECT (hashint8extended(track_id, hashint8extended(user_id, seed))
+                & 281474976710655)::double precision / 281474976710656.0
+    $$;

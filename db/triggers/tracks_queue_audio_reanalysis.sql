@@ -3,12 +3,12 @@
 -- changes are rare. The ON CONFLICT predicate repeats uq_background_tasks_active's, as in
 -- tracks_queue_analysis.sql.
 CREATE FUNCTION queue_audio_reanalysis() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO background_tasks (task_type, track_id)
-    VALUES ('mood_detection', NEW.id), ('energy_analysis', NEW.id)
-    ON CONFLICT (task_type, track_id) WHERE status IN ('pending', 'processing') DO NOTHING;
-    RETURN NULL;
-END $$;
+    BEGIN
+        INSERT INTO background_tasks (task_type, track_id)
+        VALUES ('mood_detection', NEW.id), ('energy_analysis', NEW.id)
+        ON CONFLICT (task_type, track_id) WHERE status IN ('pending', 'processing') DO NOTHING;
+        RETURN NULL;
+    END $$;
 
 CREATE TRIGGER tracks_queue_audio_reanalysis AFTER UPDATE OF audio_path ON tracks
     FOR EACH ROW

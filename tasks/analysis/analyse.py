@@ -2,9 +2,11 @@
 
 ``analysis.energy_analysis``, ``analysis.mood_detection`` and
 ``analysis.genre_classification`` take a track id. The database queues them when a track
-is inserted (migration 0004); ``worker.ledger.enqueue`` queues one from code.
+is inserted (db/triggers/tracks_queue_analysis.sql); ``worker.ledger.enqueue`` queues one
+from code.
 
-Moods, from the audio features (tasks/audio_features.py) on Russell's arousal/valence plane:
+Moods, from the audio features (``tasks.analysis.audio_features``) on Russell's
+arousal/valence plane:
 
 - ``arousal = 0.8 * energy + 0.2 * tempo_score``, tempo_score mapping 60..180 BPM to 0..1
   (0.5 when no beat was found);

@@ -1,4 +1,4 @@
--- Per-track analysis (tasks/analysis.py, tasks/genre.py).
+-- Per-track analysis (tasks/analysis/).
 
 -- name: genre_evidence
 -- The genres the track's artist is listed with, and the supplied genres of the artist's

@@ -21,7 +21,7 @@ from db.queries import queries
 from tasks.enrichment.monitoring import enrichment_progress, spotify_pause
 from worker.errors import PermanentError
 from worker.ledger import limit_params
-from worker.queues import INBOX_QUEUE, PRIORITY_STEPS, QUEUE_NAMES, redis_keys
+from worker.queues import PRIORITY_STEPS, all_queue_names, redis_keys
 from worker.run_journal import pending_entries
 from worker.settings import get_settings
 
@@ -170,7 +170,7 @@ def build_status(session: Session, celery_app: Celery, now: dt.datetime) -> dict
 
 def queue_depths(client: redis.Redis) -> dict[str, int]:
     """Messages waiting per queue, over its priority lists."""
-    names = [*QUEUE_NAMES, INBOX_QUEUE]
+    names = all_queue_names()
     pipe = client.pipeline()
     for name in names:
         for key in redis_keys(name):

@@ -2,7 +2,7 @@
 
 A connection is the user's consent: only listens of users with a live (unrevoked)
 connection are enriched. Enrichment itself asks Spotify's catalogue with the app's token
-(tasks/spotify_api.py); a user's token is refreshed when it has expired, which is how a
+(``tasks.enrichment.spotify``); a user's token is refreshed when it has expired, which is how a
 withdrawn consent shows: Spotify answers ``invalid_grant`` (the user removed the app, or
 the refresh token reached its six-month end), and the connection is revoked at once, its
 tokens wiped, with no retry. Any other refresh failure (5xx, network) leaves the

@@ -5,9 +5,9 @@ Spotify and the rate limit, and an open transaction would hold back every other 
 snapshot (and the listening aggregation's watermark) meanwhile:
 
 1. **Verify** the connections of users with listens to enrich whose access token has
-   expired: refreshed, or revoked on ``invalid_grant`` (tasks/spotify_accounts.py).
+   expired: refreshed, or revoked on ``invalid_grant`` (``tasks.enrichment.accounts``).
 2. **Register** listens of live connections, a chunk at a time whenever the keys already
-   registered are all asked about: each gets its cache key (tasks/matching.py: the
+   registered are all asked about: each gets its cache key (``tasks.enrichment.matching``: the
    normalized artist and title; or the Spotify id its export carried). A key already
    answered serves the listen at once, with no request.
 3. **Ask** about claimed keys, a chunk at a time: known ids by ``/tracks`` in batches of
@@ -25,7 +25,7 @@ Keys are claimed with a lease, so concurrent runs (the hourly chain and upload r
 ask about the same song, and a killed run's keys come back after the lease. Registering
 share-locks its keys and answering locks them, both in id order, so a listen registered
 while its song is being answered is never left behind (see ``key_ids`` in
-db/sql/enrichment.sql).
+enrichment.sql beside this module).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
--- Spotify enrichment (tasks/enrichment.py). Listens point at a cache entry
+-- Spotify enrichment (tasks/enrichment/). Listens point at a cache entry
 -- (spotify_matches) by their normalized key; a run registers new listens, claims
 -- unanswered keys, asks Spotify, records the answers and copies them onto every listen of
 -- a live connection that points at them. Claims are leases (claimed_until), so two runs

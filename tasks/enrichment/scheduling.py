@@ -8,11 +8,11 @@
   and the next hourly run takes over.
 - ``enrichment.enrich_upload(upload_id)``: published by the enrichment workers'
   dispatcher as soon as an upload becomes completed, however that happened (a trigger
-  NOTIFYs it; migration 0005). It works on that upload's songs only, beside the chain;
-  claims keep the two from asking about the same song.
+  NOTIFYs it: db/triggers/upload_jobs_notify_completed.sql). It works on that upload's
+  songs only, beside the chain; claims keep the two from asking about the same song.
 - ``enrichment.progress(user_id=None)``: how far enrichment is, overall or for one user.
 
-The hourly run also checks for a stall (tasks/enrichment_monitor.py).
+The hourly run also checks for a stall (``tasks.enrichment.monitoring``).
 """
 
 from __future__ import annotations

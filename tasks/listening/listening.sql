@@ -1,4 +1,4 @@
--- Incremental aggregation of play_history into user_listening_stats (tasks/listening.py).
+-- Incremental aggregation of play_history into user_listening_stats (tasks/listening/).
 -- One transaction, REPEATABLE READ: every statement sees the same snapshot, and the plays
 -- folded in are exactly those with since <= ingest_xid < until, where until is the
 -- snapshot's xmin (every transaction below it has finished).

@@ -19,7 +19,7 @@ old one in the same transaction.
 
 Work is per chunk of users: PostgreSQL picks each user's ranked candidates for all four
 types in a few set-based statements over temp tables of the chunk's users
-(db/sql/playlists.sql); Python only arranges at most a few dozen ids a playlist (the
+(playlists.sql beside this module); Python only arranges at most a few dozen ids a playlist (the
 daily mix's parts interleaved, artists spread), which is clearer as a loop than as SQL.
 """
 

@@ -1,7 +1,7 @@
--- Smart playlists (tasks/playlists.py). Each chunk of users is worked in temp tables of its
+-- Smart playlists (tasks/playlists/). Each chunk of users is worked in temp tables of its
 -- own users only; every candidate query returns at most a few dozen ranked tracks a user,
 -- as one row a user and part: (user_id, part, track ids, their artist ids), best first.
--- playlist_random(user, track, seed) is the reproducible randomness (migration 0003).
+-- playlist_random(user, track, seed) is the reproducible randomness (db/triggers/playlist_random.sql).
 
 -- name: create_chunk_users
 CREATE TEMP TABLE chunk_users (user_id bigint PRIMARY KEY) ON COMMIT DROP

@@ -1,6 +1,6 @@
 """Trending tracks, behind ``trending.calculate`` (every 6 hours and on demand).
 
-The score (db/sql/trending.sql has it exactly): over the last 7 days, each play weighs
+The score (trending.sql beside this module has it exactly): over the last 7 days, each play weighs
 0.5 ^ (age / 24 h), and each listener counts for at most three plays of a track.
 
 Why this shape. Hacker News (``(P - 1) / (T + 2) ^ 1.8``) and Reddit's hot

@@ -1,4 +1,4 @@
--- Trending tracks (tasks/trending.py). One statement computes every figure over the
+-- Trending tracks (tasks/trending/). One statement computes every figure over the
 -- 7-day window (played_at index: the cost follows the window, not the history).
 
 -- name: try_lock

@@ -1,4 +1,4 @@
--- The background-task ledger (worker/ledger.py, worker/dispatcher.py, tasks/cleanup.py).
+-- The background-task ledger (worker/ledger/).
 -- A row moves pending -> processing -> completed | failed. A message may act only on a row
 -- it claims; every write after the claim names the claim (celery_task_id and the attempt
 -- number it took, a fencing token), so a run that lost its claim (to a rescue, a retry or

@@ -1,4 +1,4 @@
-"""What the periodic jobs compute: per-user stats, trending tracks, smart playlists."""
+"""Listening statistics: per-user figures, the rollups behind them, the aggregation's state."""
 
 from __future__ import annotations
 
@@ -8,23 +8,18 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    CheckConstraint,
     Computed,
     ForeignKey,
     Index,
     Integer,
     Numeric,
     Text,
-    UniqueConstraint,
-    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from db.models.base import Base, BigId, CreatedAt
-
-PLAYLIST_TYPES = ("daily_mix", "discovery_weekly", "new_for_you", "forgotten_favorites")
+from db.models.base import Base, CreatedAt
 
 
 class UserListeningStats(Base):
@@ -124,46 +119,3 @@ class AggregationWatermark(Base):
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     last_xid: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[dt.datetime]
-
-
-class TrendingTrack(Base):
-    __tablename__ = "trending_tracks"
-
-    track_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True
-    )
-    trend_score: Mapped[float]
-    play_count_24h: Mapped[int]
-    play_count_7d: Mapped[int]
-    unique_listeners_24h: Mapped[int]
-    unique_listeners_7d: Mapped[int]
-    calculated_at: Mapped[dt.datetime]
-    rank: Mapped[int]  # 1 = hottest
-
-    __table_args__ = (Index("ix_trending_tracks_rank", "rank", unique=True),)
-
-
-class SmartPlaylist(Base):
-    __tablename__ = "smart_playlists"
-
-    id: Mapped[BigId]
-    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"))
-    playlist_type: Mapped[str] = mapped_column(Text)
-    track_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))  # in play order
-    generated_at: Mapped[CreatedAt]
-    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
-    # No listening history: drawn from trending and popular tracks instead.
-    cold_start: Mapped[bool] = mapped_column(server_default=false())
-    # The day (daily types) or Monday (weekly types) whose seed drew this playlist.
-    period_start: Mapped[dt.date] = mapped_column(server_default=text("CURRENT_DATE"))
-
-    __table_args__ = (
-        # One live playlist per user and type: a new one replaces the old (upsert).
-        UniqueConstraint("user_id", "playlist_type"),
-        CheckConstraint(
-            "playlist_type IN ('daily_mix', 'discovery_weekly', 'new_for_you',"
-            " 'forgotten_favorites')",
-            name="playlist_type",
-        ),
-        Index("ix_smart_playlists_playlist_type", "playlist_type"),
-    )
