@@ -197,7 +197,7 @@ def bench_scale(
         floor_times, trending_times = [], []
         for _ in range(repeats):
             with Session(engine) as session, session.begin():
-                # The same memory the job gives itself (tasks/trending.py), for a fair floor.
+                # The same memory the job gives itself (tasks/trending/), for a fair floor.
                 session.execute(text("SET LOCAL work_mem = '64MB'"))
                 floor_times.append(timed(lambda s=session: s.execute(FLOOR_SQL, window).all())[0])
             with Session(engine) as session, session.begin():

@@ -27,7 +27,7 @@ QUEUE = "bench_bare"
 TASK = "bench.bare_noop"
 SQL_TASK = "bench.bare_ledger_noop"
 
-# The ledger's claim and completion (db/sql/background.sql), with psycopg's placeholders.
+# The ledger's claim and completion (worker/ledger/ledger.sql), with psycopg's placeholders.
 CLAIM = """
 UPDATE background_tasks
 SET status = 'processing', attempts = attempts + 1, started_at = now(), completed_at = NULL,

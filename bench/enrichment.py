@@ -11,7 +11,7 @@ the listens: about 9.5k distinct songs for 100k listens), with the exports' nois
 " - Remastered", "feat." credits), in about 130 uploads of about 100 users. Every one of
 those users gets a live connection (``tasks.enrichment.accounts.connect``, no access token
 yet, so the first run refreshes them) whose refresh token the stand-in knows. The
-stand-in (``tests/spotify_standin.py``, in this process, on 127.0.0.1, answering every
+stand-in (``standins/spotify.py``, in this process, on 127.0.0.1, answering every
 API call after ``--latency`` seconds) holds the whole catalogue, read back from the
 database (ids ``ar<artist id>``, ``al<album id>``, ``tr<track id>``; artists with their
 genres), except one track in a hundred: the songs Spotify does not have.
@@ -29,7 +29,7 @@ How the work is kicked, as production does. The uploads are seeded as 'processin
 (their listens are written, the upload is not finished yet). Once the workers answer a
 ping: ``enrichment.enrich_pending`` is sent by name (beat's hourly run; it continues
 itself while a backlog remains), then every upload is set 'completed' in one
-transaction, whose commit fires migration 0005's trigger: the enrichment workers'
+transaction, whose commit fires the upload_jobs trigger (db/triggers/): the enrichment workers'
 dispatcher hears the NOTIFY and publishes one ``enrichment.enrich_upload`` per upload.
 So the chain and the upload runs work beside each other, and the workers are all busy.
 The kick's instant is taken just before the send.
@@ -89,7 +89,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
 from bench.analytics import fresh_database, log
-from tests.spotify_standin import (
+from standins.spotify import (
     RecordedRequest,
     SpotifyStandIn,
     StandInAlbum,
@@ -101,7 +101,7 @@ from worker.stack import celery_argv
 NOW = dt.datetime(2026, 11, 1, 0, 0, tzinfo=dt.UTC)
 CLIENT_ID = "bench-client"
 CLIENT_SECRET = "bench-secret"
-BATCH = 50  # ids per /tracks and /artists call (tasks/spotify_api.py)
+BATCH = 50  # ids per /tracks and /artists call (``tasks.enrichment.spotify``)
 MISSING_ONE_IN = 100  # catalogue tracks the stand-in leaves out: songs Spotify lacks
 TARGET_EXCESS = 0.05
 TARGET_WALL_RATIO = 1.2

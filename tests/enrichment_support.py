@@ -12,8 +12,8 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from db.models import Listen, UploadJob, User
+from standins.spotify import SpotifyStandIn, StandInAlbum, StandInArtist, StandInTrack
 from tasks.enrichment.accounts import TokenCipher, connect
-from tests.spotify_standin import SpotifyStandIn, StandInAlbum, StandInArtist, StandInTrack
 from worker.settings import Settings, get_settings
 
 TOKEN_KEY = "hZ3Yq0b2m0v7b6N1yT6m9pQm3x0Vw1s5kq3r8c2dJfE="
@@ -130,3 +130,14 @@ def add_listens(
     ]
     if rows:
         session.execute(insert(Listen), rows)
+
+
+def busiest_window(times: list[float], length: float) -> int:
+    """The most requests that arrived within any half-open interval of ``length`` seconds."""
+    times = sorted(times)
+    most, start = 0, 0
+    for end, at in enumerate(times):
+        while at - times[start] >= length:
+            start += 1
+        most = max(most, end - start + 1)
+    return most

@@ -184,7 +184,7 @@ class _Checker:
         hints = get_type_hints(fn, include_extras=True)
         parameters = list(inspect.signature(fn).parameters.values())[1 if skip_first else 0 :]
         # *args and **kwargs take anything, unchecked: only Celery's own tasks have them
-        # (tests/test_arguments.py keeps them out of public tasks).
+        # (a unit test keeps them out of public tasks).
         self.more_args = any(p.kind == p.VAR_POSITIONAL for p in parameters)
         self.more_kwargs = any(p.kind == p.VAR_KEYWORD for p in parameters)
         named = [p for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
-# Examples from tests/test_matching.py, all with the other name equal:
+# Examples from tests/unit/test_matching.py, all with the other name equal:
 #   "The Beatles" vs "Beatles" (artist 0.78)             -> 0.91  matches
 #   "The Silent River" vs "Silent River" (title 0.86)    -> 0.91  matches
 #   "Guns N' Roses" vs "Guns and Roses" (artist 0.92)    -> 0.97  matches

@@ -17,6 +17,10 @@ from tasks.listening.aggregation import AggregationReport, aggregate_listening, 
 from tests import factories as f
 from worker.errors import PermanentError
 
+# Its code opens its own sessions (session_scope), and the aggregation's
+# watermark is a transaction id: plays must really commit, in transactions of their own.
+pytestmark = pytest.mark.committed
+
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 HOUR, DAY, SECOND = dt.timedelta(hours=1), dt.timedelta(days=1), dt.timedelta(seconds=1)
 

@@ -20,9 +20,10 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from db.models import Listen, SpotifyMatch, SpotifyToken
+from standins.spotify import SpotifyStandIn
 from tasks.enrichment import spotify as spotify_api
 from tasks.enrichment.accounts import spotipy_refresher
-from tasks.enrichment.enrich import Accounts, EnrichmentReport, _Run, enrich, release_date
+from tasks.enrichment.enrich import Accounts, EnrichmentReport, _Run, enrich
 from tasks.enrichment.spotify import APP_TOKEN_KEY, SpotifyCatalog
 from tests.enrichment_support import (
     NOW,
@@ -34,7 +35,6 @@ from tests.enrichment_support import (
     spotify_settings,
     upload,
 )
-from tests.spotify_standin import SpotifyStandIn
 from worker.settings import Settings
 
 
@@ -554,15 +554,6 @@ def test_spotify_genres_fill_catalogue_artists_and_queue_genre_classification(
     assert queued == [("genre_classification", track_id)]
 
 
-def test_release_dates_of_every_precision_are_read() -> None:
-    assert release_date("1981-12-15") == "1981-12-15"
-    assert release_date("1981-12") == "1981-12-01"
-    assert release_date("1981") == "1981-01-01"
-    assert release_date("0000") is None
-    assert release_date(None) is None
-    assert release_date("soon") is None
-
-
 class HeldCatalog:
     """A catalog whose searches wait until the test lets them through."""
 
@@ -584,6 +575,7 @@ class HeldCatalog:
         return self.inner.artists(ids)
 
 
+@pytest.mark.committed
 def test_a_listen_registered_while_its_song_is_being_answered_gets_the_answer(
     session: Session, standin: SpotifyStandIn, run: Runner, engine: Any
 ) -> None:

@@ -1,5 +1,4 @@
-"""The database's functions and triggers live as files in ``db/triggers/``; these tests keep
-those files, the NOTIFY channels the workers listen on, and the migrated schema in step.
+"""The migrated schema is kept in step with a committed snapshot of it.
 
 The schema snapshot (``tests/schema_snapshot.txt``) is what a freshly migrated database's
 catalog holds: functions, triggers, tables, columns, constraints and indexes. A database
@@ -11,8 +10,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -22,22 +19,14 @@ import pytest
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import make_url
 
-import db.triggers
-from db import channels
-from db.migrate import MIGRATIONS, upgrade
+from db.migrate import upgrade
 
-ROOT = Path(__file__).resolve().parent.parent
-SNAPSHOT = Path(__file__).with_name("schema_snapshot.txt")
-TRIGGER_FILES = sorted((ROOT / "db" / "triggers").glob("*.sql"))
+SNAPSHOT = Path(__file__).resolve().parents[1] / "schema_snapshot.txt"
 SNAPSHOT_HINT = (
     "If this schema change is deliberate, regenerate the snapshot and review its diff: "
-    "TEST_DATABASE_URL=postgresql+psycopg://... python -m tests.test_schema_files "
+    "TEST_DATABASE_URL=postgresql+psycopg://... python -m tests.integration.test_schema_files "
     "> tests/schema_snapshot.txt"
 )
-
-_NOTIFY_CALL = re.compile(r"\bpg_notify\s*\(", re.IGNORECASE)
-_NOTIFY_LITERAL = re.compile(r"\bpg_notify\s*\(\s*'([^']*)'", re.IGNORECASE)
-_SQL_CALL = re.compile(r"""\bsql\(\s*["']([^"']+)["']\s*\)""")
 
 # Each query yields (key, definition) rows; a row becomes one snapshot entry.
 _CATALOG: dict[str, str] = {
@@ -86,10 +75,10 @@ _CATALOG: dict[str, str] = {
 }
 
 
-def _normalise(definition: str) -> list[str]:
-    # PostgreSQL keeps a function's body as written: its indentation says nothing about
-    # what the function does, so moving a body between files must not show up as a change.
-    return [line.strip() for line in definition.splitlines() if line.strip()]
+def _lines(definition: str) -> list[str]:
+    # Exactly as stored, indentation included: PostgreSQL keeps a function's body verbatim,
+    # so a body re-indented in its file is a different schema, and the snapshot says so.
+    return [line.rstrip() for line in definition.splitlines()]
 
 
 def schema_snapshot(conn: Connection) -> str:
@@ -97,7 +86,7 @@ def schema_snapshot(conn: Connection) -> str:
     entries: list[str] = []
     for kind, query in _CATALOG.items():
         for key, definition in conn.execute(text(query)):
-            lines = _normalise(definition)
+            lines = _lines(definition)
             if len(lines) <= 1:
                 entries.append(f"{kind} {key}: {''.join(lines)}".rstrip())
             else:
@@ -114,74 +103,6 @@ def migrated_snapshot(database_url: str) -> str:
             return schema_snapshot(conn)
     finally:
         engine.dispose()
-
-
-def _notified_channels() -> set[str]:
-    return {
-        channel for path in TRIGGER_FILES for channel in _NOTIFY_LITERAL.findall(path.read_text())
-    }
-
-
-def test_every_pg_notify_in_a_trigger_file_names_its_channel_as_a_literal() -> None:
-    # A computed channel name would slip past the two channel checks below.
-    for path in TRIGGER_FILES:
-        source = path.read_text()
-        calls, literals = _NOTIFY_CALL.findall(source), _NOTIFY_LITERAL.findall(source)
-        assert len(calls) == len(literals), f"{path.name}: pg_notify with a computed channel"
-
-
-def test_every_channel_a_trigger_notifies_is_declared_in_db_channels() -> None:
-    assert TRIGGER_FILES
-    undeclared = _notified_channels() - channels.ALL
-    assert not undeclared, f"channels notified but not in db.channels.ALL: {undeclared}"
-
-
-def test_every_declared_channel_is_notified_by_some_trigger_file() -> None:
-    unnotified = channels.ALL - _notified_channels()
-    assert not unnotified, f"channels in db.channels.ALL that no trigger notifies: {unnotified}"
-
-
-def test_every_trigger_file_starts_with_a_comment_saying_why_it_exists() -> None:
-    for path in TRIGGER_FILES:
-        assert path.read_text().startswith("-- "), path.name
-
-
-def test_every_trigger_file_is_loaded_by_a_migration() -> None:
-    loaded = {
-        name
-        for migration in (MIGRATIONS / "versions").glob("*.py")
-        for name in _SQL_CALL.findall(migration.read_text())
-    }
-    assert {path.stem for path in TRIGGER_FILES} == loaded
-
-
-def test_the_loader_returns_a_trigger_file_text() -> None:
-    for path in TRIGGER_FILES:
-        assert db.triggers.sql(path.stem) == path.read_text()
-
-
-def test_an_unknown_trigger_file_name_is_refused_with_the_known_names() -> None:
-    known = TRIGGER_FILES[0].stem
-    with pytest.raises(LookupError, match=rf"no_such_trigger.*{known}"):
-        db.triggers.sql("no_such_trigger")
-    with pytest.raises(LookupError):
-        db.triggers.sql(f"../triggers/{known}")
-
-
-def test_the_trigger_files_are_installed_with_the_package(tmp_path: Path) -> None:
-    # Built by setuptools itself, so the check holds however pyproject.toml spells it; the
-    # egg-info goes to tmp_path too, leaving the source tree untouched.
-    build = tmp_path / "lib"
-    setup = "import sys; from setuptools import setup; sys.argv[0] = 'setup.py'; setup()"
-    commands = ["egg_info", "--egg-base", str(tmp_path), "build_py", "--build-lib", str(build)]
-    subprocess.run(
-        [sys.executable, "-c", setup, "-q", *commands],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    installed = sorted(path.name for path in (build / "db" / "triggers").glob("*.sql"))
-    assert installed == [path.name for path in TRIGGER_FILES]
 
 
 def test_a_freshly_migrated_schema_matches_the_committed_snapshot(

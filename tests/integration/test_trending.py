@@ -13,6 +13,9 @@ from db.session import session_scope
 from tasks.trending.scoring import TrendingReport, calculate_trending
 from tests import factories as f
 
+# The calculation runs in sessions of its own, and one test reads it from another.
+pytestmark = pytest.mark.committed
+
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 HOUR, DAY, SECOND = dt.timedelta(hours=1), dt.timedelta(days=1), dt.timedelta(seconds=1)
 

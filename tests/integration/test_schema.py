@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect
 
-from db.migrate import SchemaBehindError, alembic_config, ensure_current, head_revisions, upgrade
-from worker.signals import validate_schedule
+from db.migrate import SchemaBehindError, alembic_config, ensure_current, upgrade
 
 CONTRACT_TABLES = {
     "users",
@@ -87,35 +84,3 @@ def test_an_unmigrated_database_is_reported_with_the_fix(empty_database_url: str
     upgrade(empty_database_url)
     ensure_current(engine)
     engine.dispose()
-
-
-@pytest.mark.parametrize("program", ["worker", "beat"])
-def test_celery_refuses_to_start_against_an_unmigrated_database(
-    program: str, empty_database_url: str, tmp_path: Any
-) -> None:
-    env = {**os.environ, "DATABASE_URL": empty_database_url, "DATA_DIR": str(tmp_path)}
-    extra = ["--pool", "solo"] if program == "worker" else []
-    done = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "worker", program, *extra],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert done.returncode != 0
-    heads = ", ".join(sorted(head_revisions()))
-    assert (
-        f"refusing to start: database schema is at empty, this code needs {heads}: "
-        "run `automation db upgrade`"
-    ) in done.stderr
-
-
-def test_a_schedule_entry_naming_an_unregistered_task_is_refused(
-    app: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(
-        app.conf, "beat_schedule", {"typo": {"task": "trending.calcluate", "schedule": 60.0}}
-    )
-    with pytest.raises(ValueError, match=r"unregistered tasks: typo -> trending.calcluate"):
-        validate_schedule(app)

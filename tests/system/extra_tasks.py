@@ -1,5 +1,5 @@
 """Tasks that exist only for tests, added to the production app by the worker subprocesses
-of the tests that need them (``celery -A tests.extra_tasks worker``); the production app
+of the tests that need them (``celery -A tests.system.extra_tasks worker``); the production app
 never has them. Both are in the analysis family, so they run on the analysis queue, which
 the in-process test worker never consumes (a message this module's tasks took there would
 end the test run or find no such task)."""

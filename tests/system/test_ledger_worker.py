@@ -116,7 +116,7 @@ def test_a_task_whose_body_writes_nothing_completes_its_row(session: Any, app: A
     )
     session.commit()
 
-    with worker_process(app, "analysis", app_module="tests.extra_tasks"):
+    with worker_process(app, "analysis", app_module="tests.system.extra_tasks"):
         (done,) = wait_for(lambda: settled(session, id=row_id))
         finished = wait_for(lambda: len(got := finished_analysis_runs(session)) == 1 and got)
 

@@ -18,6 +18,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from db.models import Listen, TaskRun
+from standins.spotify import RecordedRequest, SpotifyStandIn
 from tasks.enrichment.scheduling import BATON_KEY
 from tasks.enrichment.spotify import APP_TOKEN_KEY
 from tests.enrichment_support import (
@@ -26,10 +27,10 @@ from tests.enrichment_support import (
     TOKEN_KEY,
     add_listens,
     add_song,
+    busiest_window,
     connected_user,
     upload,
 )
-from tests.spotify_standin import RecordedRequest, SpotifyStandIn
 from tests.support import wait_for, worker_process
 
 BUDGET = 8
@@ -79,17 +80,6 @@ def all_enriched(session: Session, count: int) -> bool:
         select(text("count(*)")).select_from(Listen).where(Listen.enrichment_status != "pending")
     )
     return done == count
-
-
-def busiest_window(times: list[float], length: float) -> int:
-    """The most requests that arrived within any half-open interval of ``length`` seconds."""
-    times = sorted(times)
-    most, start = 0, 0
-    for end, at in enumerate(times):
-        while at - times[start] >= length:
-            start += 1
-        most = max(most, end - start + 1)
-    return most
 
 
 def two_uploads(session: Session, standin: SpotifyStandIn, songs: int, tag: str) -> list[int]:
@@ -200,8 +190,3 @@ def test_enrich_pending_goes_on_batch_after_batch_while_a_backlog_remains(
     # 3 + 3 + 1 songs: one link each, the next published by the one before.
     wait_for(lambda: successful_links() >= 3, timeout=10)
     assert standin.count("/v1/search") == 7
-
-
-def test_busiest_window_counts_half_open_intervals() -> None:
-    assert busiest_window([0.0, 0.5, 1.0, 1.99, 2.0], 2.0) == 4
-    assert busiest_window([], 2.0) == 0

@@ -10,7 +10,7 @@ import yaml
 
 from worker.queues import INBOX_QUEUE, QUEUE_NAMES, worker_queues
 
-COMPOSE = Path(__file__).parent.parent / "docker-compose.yml"
+COMPOSE = Path(__file__).parents[2] / "docker-compose.yml"
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,8 @@ from typing import Any
 import pytest
 from celery.schedules import crontab
 from click.testing import CliRunner
-from sqlalchemy import select
 
-from db.models import TaskRun
 from tasks.automation.status import UnknownTriggerError, resolve_trigger
-from tests.support import wait_for
 from worker.cli import main
 
 
@@ -58,32 +55,6 @@ def test_an_unknown_name_is_an_error_listing_the_valid_ones(app: Any) -> None:
 def test_trigger_cannot_trigger_itself(app: Any) -> None:
     with pytest.raises(UnknownTriggerError):
         resolve_trigger(app, "automation.trigger")
-
-
-def test_the_trigger_task_enqueues_the_named_task_which_then_runs(
-    app: Any, celery_worker: Any, session: Any
-) -> None:
-    outcome = app.send_task("automation.trigger", kwargs={"task": "status"}).get(timeout=30)
-
-    [sent] = outcome["triggered"]
-    assert sent["task"] == "automation.status"
-    assert app.AsyncResult(sent["task_id"]).get(timeout=30)["generated_at"]
-
-    def runs() -> list[str]:
-        session.expire_all()
-        return list(
-            session.scalars(select(TaskRun.status).where(TaskRun.task_id == sent["task_id"]))
-        )
-
-    assert wait_for(lambda: runs() == ["success"])
-
-
-def test_the_trigger_command_waits_and_prints_the_result(celery_worker: Any) -> None:
-    outcome = CliRunner().invoke(main, ["trigger", "status", "--wait", "--timeout", "30"])
-
-    assert outcome.exit_code == 0, outcome.output
-    assert "sent automation.status [" in outcome.output
-    assert "automation.status -> {" in outcome.output
 
 
 def test_the_trigger_command_rejects_an_unknown_name_with_the_valid_ones() -> None:

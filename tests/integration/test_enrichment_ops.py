@@ -6,9 +6,7 @@ import base64
 import datetime as dt
 import json
 import logging
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -18,6 +16,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from db.models import SpotifyToken
+from standins.webhook import Webhook
 from tasks.enrichment.monitoring import STALL_ALERTED_KEY, alert_if_stalled, enrichment_progress
 from tasks.enrichment.scheduling import BATON_KEY, Baton, dispatch_completed_uploads
 from tasks.enrichment.tasks import enrich_pending, enrich_upload
@@ -30,7 +29,7 @@ from tests.enrichment_support import (
     upload,
 )
 from worker.cli import main, render_status
-from worker.settings import Settings, get_settings
+from worker.settings import get_settings
 
 
 @pytest.fixture
@@ -76,6 +75,7 @@ def set_statuses(session: Session, user_id: int, **counts: int) -> None:
 # -- connecting users from the command line ---------------------------------------------
 
 
+@pytest.mark.committed
 @pytest.mark.usefixtures("with_token_key")
 def test_spotify_connect_stores_the_refresh_token_encrypted(session: Session) -> None:
     user_id = new_user(session)
@@ -110,6 +110,7 @@ def test_spotify_connect_for_an_unknown_user_fails_in_one_line() -> None:
     assert outcome.output.strip() == "Error: no user 999999"
 
 
+@pytest.mark.committed
 @pytest.mark.usefixtures("with_token_key")
 def test_spotify_disconnect_revokes_the_connection_and_wipes_its_tokens(
     session: Session,
@@ -130,6 +131,7 @@ def test_spotify_disconnect_revokes_the_connection_and_wipes_its_tokens(
     assert "no live Spotify connection" in again.output
 
 
+@pytest.mark.committed
 @pytest.mark.usefixtures("with_token_key")
 def test_connecting_again_after_a_revocation_starts_a_new_connection(session: Session) -> None:
     user_id = new_user(session)
@@ -143,24 +145,6 @@ def test_connecting_again_after_a_revocation_starts_a_new_connection(session: Se
     assert token.revoked_at is None and token.revoked_reason is None
     assert token.refresh_token_encrypted is not None
     assert cipher().decrypt(token.refresh_token_encrypted) == "new"
-
-
-def test_a_new_key_is_a_usable_fernet_key() -> None:
-    outcome = CliRunner().invoke(main, ["spotify", "new-key"])
-
-    assert outcome.exit_code == 0
-    Settings(token_encryption_key=outcome.output.strip())  # validates
-
-
-def test_a_malformed_key_is_refused_at_start_up_naming_the_variable(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from worker.settings import SettingsError, load_settings
-
-    monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", "not-a-key")
-
-    with pytest.raises(SettingsError, match="TOKEN_ENCRYPTION_KEY: must be Fernet keys"):
-        load_settings()
 
 
 # -- progress and status ---------------------------------------------------------------------
@@ -188,6 +172,7 @@ def test_progress_counts_listens_by_status_overall_and_per_user(session: Session
     assert (alices["matched"], alices["not_found"], alices["failed"]) == (6, 1, 1)
 
 
+@pytest.mark.committed
 def test_status_shows_enrichment_progress_and_a_spotify_pause(session: Session) -> None:
     alice = new_user(session)
     set_statuses(session, alice, matched=3, pending=1)
@@ -205,31 +190,10 @@ def test_status_shows_enrichment_progress_and_a_spotify_pause(session: Session) 
 # -- the stall alert ------------------------------------------------------------------------
 
 
-class Webhook:
-    def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        received = self.posts
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.append(json.loads(body))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/alerts"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
 def webhook() -> Iterator[Webhook]:
-    hook = Webhook()
-    yield hook
-    hook.server.shutdown()
+    with Webhook() as hook:
+        yield hook
 
 
 def stalled_backlog(session: Session) -> None:
@@ -317,6 +281,7 @@ def test_enrich_pending_steps_aside_while_another_chain_holds_the_baton(
     assert result == {"status": "skipped", "reason": "an enrich_pending chain is already running"}
 
 
+@pytest.mark.committed
 def test_without_a_spotify_app_enrichment_is_skipped_saying_why(session: Session) -> None:
     upload_id = upload(session, new_user(session))
     session.commit()
@@ -327,6 +292,7 @@ def test_without_a_spotify_app_enrichment_is_skipped_saying_why(session: Session
     assert enrich_upload(upload_id)["status"] == "skipped"
 
 
+@pytest.mark.committed
 def test_a_completed_upload_is_published_once(
     session: Session, redis_client: redis.Redis, app: Any
 ) -> None:
@@ -347,14 +313,6 @@ def test_a_completed_upload_is_published_once(
         session.execute(text("SELECT id, enrichment_queued_at IS NOT NULL FROM upload_jobs")).all()
     )
     assert queued == {done: True, busy: False}
-
-
-def test_an_empty_key_variable_means_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker.settings import load_settings
-
-    monkeypatch.setenv("TOKEN_ENCRYPTION_KEY", "")  # compose's ${TOKEN_ENCRYPTION_KEY:-}
-
-    assert load_settings().token_encryption_key is None
 
 
 def test_enrichment_without_spotify_credentials_fails_saying_which(

@@ -36,7 +36,7 @@ from worker.embedded import EmbeddedPostgres, free_port
 from worker.queues import INBOX_QUEUE
 from worker.settings import get_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OUTAGE_SECONDS = 15
 RECOVERY_TIMEOUT = 120
 

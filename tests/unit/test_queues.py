@@ -9,6 +9,7 @@ from worker.queues import (
     FAMILIES,
     INBOX_QUEUE,
     VISIBILITY_TIMEOUT,
+    all_queue_names,
     home_queue,
     route_task,
     worker_queues,
@@ -16,8 +17,8 @@ from worker.queues import (
 
 
 def test_each_family_routes_to_its_own_queue() -> None:
-    assert route_task("trending.calculate", (), {}, {}) == {"queue": "analytics"}
-    assert route_task("listening.aggregate", (), {}, {}) == {"queue": "analytics"}
+    assert route_task("trending.calculate", (), {}, {}) == {"queue": "stats"}
+    assert route_task("listening.aggregate", (), {}, {}) == {"queue": "stats"}
     assert route_task("playlists.generate", (), {}, {}) == {"queue": "playlists"}
     assert route_task("enrichment.enrich_pending", (), {}, {}) == {"queue": "enrichment"}
     assert route_task("analysis.mood_detection", (), {}, {}) == {"queue": "analysis"}
@@ -31,7 +32,13 @@ def test_celery_builtins_and_unknown_families_go_to_the_default_queue() -> None:
 
 def test_only_the_default_workers_drain_the_inbox() -> None:
     assert worker_queues(DEFAULT_QUEUE) == [DEFAULT_QUEUE, INBOX_QUEUE]
-    assert worker_queues("analytics") == ["analytics"]
+    assert worker_queues("playlists") == ["playlists"]
+
+
+def test_the_workers_of_a_renamed_queue_also_drain_its_old_name() -> None:
+    # Messages published to "analytics" before the deploy still run, on the stats workers.
+    assert worker_queues("stats") == ["stats", "analytics"]
+    assert "analytics" in all_queue_names()
 
 
 def test_visibility_timeout_exceeds_every_hard_time_limit() -> None:

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import insert, select, text
 
 from db.models import TaskRun
-from tests.support import wait_for, worker_process
+from tests.support import wait_for
 
 
 def an_hour_ago() -> dt.datetime:
@@ -92,31 +92,6 @@ def earlier_deliveries_died(engine: Any, redis_client: Any, task_id: str, delive
         )
 
 
-def test_a_message_that_keeps_killing_its_worker_is_refused_after_the_cap(
-    app: Any, session: Any
-) -> None:
-    # Each delivery kills its worker child outright; Redis hands the message back each
-    # time (reject on worker lost). MAX_DELIVERIES defaults to 3: the fourth is refused.
-    with worker_process(app, "analysis", app_module="tests.extra_tasks"):
-        result = app.send_task("analysis.test_kill_own_worker")
-        with pytest.raises(Exception, match="delivered 4 times"):
-            result.get(timeout=60)
-
-        runs = wait_for(
-            lambda: (
-                [r for r in runs_of(session, result.id) if r.finished_at and r.delivery == 4]
-                and runs_of(session, result.id)
-            ),
-            timeout=30,
-        )
-    assert [(r.delivery, r.status) for r in runs] == [
-        (1, "lost"),
-        (2, "lost"),
-        (3, "lost"),
-        (4, "refused"),
-    ]
-
-
 def test_a_redelivered_message_marks_the_unfinished_run_lost_and_runs(
     app: Any, celery_worker: Any, session: Any, engine: Any, redis_client: Any
 ) -> None:
@@ -177,6 +152,7 @@ def drain(engine: Any, redis_client: Any) -> None:
     wait_for(lambda: redis_client.xlen(STREAM) == 0)
 
 
+@pytest.mark.committed
 def test_a_run_killed_after_its_transaction_committed_is_success_not_lost(
     engine: Any, redis_client: Any, session: Any
 ) -> None:
@@ -202,6 +178,7 @@ def test_a_run_killed_after_its_transaction_committed_is_success_not_lost(
     ]
 
 
+@pytest.mark.committed
 def test_a_run_that_never_finished_is_lost_once_its_message_comes_back(
     engine: Any, redis_client: Any, session: Any
 ) -> None:
@@ -221,6 +198,7 @@ def test_a_run_that_never_finished_is_lost_once_its_message_comes_back(
     ]
 
 
+@pytest.mark.committed
 def test_a_run_cut_off_by_a_lost_connection_ends_cut_off_and_is_not_a_dead_delivery(
     engine: Any, redis_client: Any, session: Any
 ) -> None:
@@ -245,6 +223,7 @@ def test_a_run_cut_off_by_a_lost_connection_ends_cut_off_and_is_not_a_dead_deliv
     assert journal.start(a_run("t-cut")) == 1
 
 
+@pytest.mark.committed
 def test_entries_drained_out_of_order_or_twice_give_the_same_row(
     engine: Any, redis_client: Any, session: Any
 ) -> None:
@@ -291,32 +270,6 @@ def test_a_ten_megabyte_argument_fails_once_naming_it_and_is_stored_truncated(
     assert 0 < len(stored) < 2000
 
 
-def test_bad_ledger_arguments_fail_before_any_row_is_made_or_claimed(
-    app: Any, session: Any
-) -> None:
-    from db.models import BackgroundTask
-    from tests.support import worker_process
-
-    with worker_process(app, "analysis"):
-        no_track = app.send_task("analysis.energy_analysis", kwargs={"track_id": None})
-        with pytest.raises(Exception, match="argument track_id: "):
-            no_track.get(timeout=30)
-        negative = app.send_task(
-            "analysis.energy_analysis", kwargs={"track_id": 1, "background_task_id": -7}
-        )
-        with pytest.raises(Exception, match="argument background_task_id: "):
-            negative.get(timeout=30)
-
-        def finished() -> list[str]:
-            ids = (no_track.id, negative.id)
-            return [r.status for t in ids for r in runs_of(session, t) if r.finished_at]
-
-        statuses = wait_for(lambda: len(finished()) == 2 and finished())
-    assert statuses == ["failure", "failure"]
-    session.expire_all()
-    assert session.scalars(select(BackgroundTask)).all() == []
-
-
 def test_a_message_that_expired_before_it_ran_is_recorded_revoked(
     app: Any, celery_worker: Any, session: Any
 ) -> None:
@@ -327,6 +280,7 @@ def test_a_message_that_expired_before_it_ran_is_recorded_revoked(
     assert (run.status, run.error) == ("revoked", "expired before it ran")
 
 
+@pytest.mark.committed
 def test_a_later_delivery_never_replaces_a_stored_success(app: Any, redis_client: Any) -> None:
     from worker.run_journal import Journal, PendingResult
 

@@ -400,15 +400,15 @@ def _stamped_headers_a_number() -> Case:
 def _nul_in_headers() -> Case:
     # Valid JSON ("\u0000"), which PostgreSQL's jsonb refuses to store as it is.
     task_id = str(uuid.uuid4())
-    item = envelope("analytics", task="analytics.no_such_task", task_id=task_id)
+    item = envelope("stats", task="stats.no_such_task", task_id=task_id)
     item["headers"]["note"] = "a\u0000b"
-    return Case("analytics", item, task_id, (task_id,))
+    return Case("stats", item, task_id, (task_id,))
 
 
 CASES: dict[str, Callable[[], Case]] = {
     "body-42": lambda: _body_case("default", "42"),
     "body-null": lambda: _body_case(INBOX_QUEUE, "null"),
-    "body-string": lambda: _body_case("analytics", '"hello"'),
+    "body-string": lambda: _body_case("stats", '"hello"'),
     "body-list-of-one": lambda: _body_case("playlists", "[1]"),
     "body-not-base64": _bad_base64,
     "envelope-not-json": _not_json,

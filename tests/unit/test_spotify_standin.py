@@ -14,7 +14,7 @@ import pytest
 import requests
 import spotipy
 
-from tests.spotify_standin import (
+from standins.spotify import (
     SpotifyStandIn,
     StandInAlbum,
     StandInArtist,

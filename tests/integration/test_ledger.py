@@ -44,6 +44,7 @@ def plain_sql(statement: str, *params: Any) -> Any:
         return cursor.fetchone() if cursor.description else None
 
 
+@pytest.mark.committed
 def test_a_track_inserted_by_plain_sql_queues_its_analyses(session: Any) -> None:
     artist = f.artist(session, "Band", genres=["rock"])
     session.commit()
@@ -67,6 +68,7 @@ def test_a_track_inserted_by_plain_sql_queues_its_analyses(session: Any) -> None
     assert catalogued not in {track for _, track, _ in rows(session)}
 
 
+@pytest.mark.committed
 def test_new_audio_on_an_existing_track_queues_its_audio_analyses_again(session: Any) -> None:
     track = f.track(session, f.artist(session), genre="rock")
     session.commit()
@@ -126,6 +128,7 @@ def test_queueing_for_an_unknown_track_or_type_is_a_clear_error(session: Any, ap
     session.rollback()
 
 
+@pytest.mark.committed
 def test_dispatch_publishes_each_undispatched_row_once_at_its_redis_priority(
     session: Any, app: Any, redis_client: redis_lib.Redis
 ) -> None:
