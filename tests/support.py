@@ -13,6 +13,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from sqlalchemy import select
+
+from db.models import TaskRun
+
 T = TypeVar("T")
 
 
@@ -83,3 +87,11 @@ def worker_process(
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def runs_of(session: Any, task_id: str) -> list[TaskRun]:
+    """The ``task_runs`` rows of one message, oldest first, read afresh."""
+    session.expire_all()
+    return list(
+        session.scalars(select(TaskRun).where(TaskRun.task_id == task_id).order_by(TaskRun.id))
+    )

@@ -10,30 +10,11 @@ from sqlalchemy import select
 
 from db.models import Track
 from tasks.analysis.analyse import analyse_energy, detect_mood
-from tasks.analysis.audio_features import (
-    AudioFeatures,
-)
 from tests import audio
 from tests import factories as f
 from worker.settings import get_settings
 
 A_MINOR = (220.00, 261.63, 329.63)
-
-
-def features(
-    energy: float, tempo: float | None, mode_strength: float, brightness: float
-) -> AudioFeatures:
-    return AudioFeatures(
-        duration_seconds=10,
-        loudness_db=-12,
-        onset_rate=2,
-        energy=energy,
-        tempo=tempo,
-        brightness_hz=brightness,
-        key="C",
-        mode="major" if mode_strength >= 0 else "minor",
-        mode_strength=mode_strength,
-    )
 
 
 def test_energy_analysis_stores_energy_tempo_and_features_on_the_track(

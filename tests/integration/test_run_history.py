@@ -8,21 +8,14 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, text
 
 from db.models import TaskRun
-from tests.support import wait_for
+from tests.support import runs_of, wait_for
 
 
 def an_hour_ago() -> dt.datetime:
     return dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-
-
-def runs_of(session: Any, task_id: str) -> list[TaskRun]:
-    session.expire_all()
-    return list(
-        session.scalars(select(TaskRun).where(TaskRun.task_id == task_id).order_by(TaskRun.id))
-    )
 
 
 def test_a_successful_run_is_recorded_with_its_timing_and_worker(

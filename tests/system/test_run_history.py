@@ -3,25 +3,12 @@ refused after the cap, and bad ledger arguments fail before any row is touched."
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from db.models import TaskRun
-from tests.support import wait_for, worker_process
-
-
-def an_hour_ago() -> dt.datetime:
-    return dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-
-
-def runs_of(session: Any, task_id: str) -> list[TaskRun]:
-    session.expire_all()
-    return list(
-        session.scalars(select(TaskRun).where(TaskRun.task_id == task_id).order_by(TaskRun.id))
-    )
+from tests.support import runs_of, wait_for, worker_process
 
 
 def test_a_message_that_keeps_killing_its_worker_is_refused_after_the_cap(
