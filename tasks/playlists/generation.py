@@ -5,8 +5,9 @@ The four types (the spec):
 - daily_mix (daily, expires in 24 h): 60 % the user's tracks of the last 30 days,
   favourites first; 40 % similar tracks (favourite artists, or popular in favourite
   genres) not played in the last 30 days. Each part keeps its share: when one part runs
-  short the playlist is shorter, not padded from the other. A user with no history gets a
-  cold-start mix of trending and popular tracks, marked ``cold_start``.
+  short the other shrinks with it, so the playlist is shorter, never off-balance. A user
+  with no history gets a cold-start mix of trending and popular tracks, marked
+  ``cold_start``.
 - discovery_weekly (Mondays, 7 days): never played, in the user's top 5 genres, released
   in the last 90 days; popularity plus randomness.
 - new_for_you (daily, 24 h): released in the last 30 days by the user's top 10 artists.
@@ -52,7 +53,8 @@ CHUNK_USERS = 1000  # users per chunk task
 GENRE_POOL = 30
 COLD_START_POOL = 100  # trending and most popular tracks a cold-start mix comes from
 TOP_ARTISTS, TOP_GENRES = 10, 5
-DAILY_MIX_RECENT_SHARE = 0.6
+# The daily mix's parts and their shares of it, in percent.
+DAILY_MIX_SHARES = {"recent": 60, "similar": 40}
 NEW_RELEASE_DAYS, DISCOVERY_RELEASE_DAYS = 30, 90
 FORGOTTEN_MIN_PLAYS, FORGOTTEN_AFTER = 3, dt.timedelta(days=60)
 
@@ -140,6 +142,42 @@ def arrange(parts: Sequence[tuple[Sequence[Candidate], int]], max_artist_run: in
             queues[part] = []
 
 
+def split(total: int, shares: Sequence[int]) -> list[int]:
+    """``total`` places divided by ``shares`` (weights): rounded, the last part the rest."""
+    weight = sum(shares)
+    quotas = [round(total * share / weight) for share in shares[:-1]]
+    return [*quotas, total - sum(quotas)]
+
+
+def arrange_in_shares(
+    parts: Sequence[tuple[Sequence[Candidate], int]], length: int, max_artist_run: int
+) -> list[int]:
+    """``arrange`` for parts that must keep their shares (weights) of the playlist.
+
+    When a part cannot fill its share (too few candidates, or artist runs hold them back),
+    the others shrink with it: the playlist is shorter, never off-balance. Each pass tries
+    the longest playlist the last one's counts can carry, so it ends within a few passes.
+    """
+    shares = [share for _, share in parts]
+    members = [{candidate.track_id for candidate in candidates} for candidates, _ in parts]
+    total = length
+    while True:
+        quotas = split(total, shares)
+        placed = arrange(
+            [(candidates, quota) for (candidates, _), quota in zip(parts, quotas, strict=True)],
+            max_artist_run,
+        )
+        counts = [sum(track_id in ids for track_id in placed) for ids in members]
+        if counts == quotas:
+            return placed
+        carried = min(
+            count * sum(shares) // share
+            for count, share in zip(counts, shares, strict=True)
+            if share
+        )
+        total = min(total - 1, carried)
+
+
 def _by_user(rows: Iterable[Sequence[Any]]) -> dict[int, dict[str, list[Candidate]]]:
     # One row a user and part, its candidates as arrays in rank order: a chunk fetches a
     # thousand-odd rows rather than one a candidate, which cost more than the arranging.
@@ -186,12 +224,10 @@ def _draw(
         "today": today,
     }
     if kind.name == "daily_mix":
-        recent_quota = round(rules.length * DAILY_MIX_RECENT_SHARE)
-        quotas = {"recent": recent_quota, "similar": rules.length - recent_quota}
         drawn: dict[int, tuple[list[int], bool]] = {}
         for user, parts in _by_user(session.execute(SQL["daily_mix"], params).all()).items():
-            shares = [(parts.get(name, []), quota) for name, quota in quotas.items()]
-            drawn[user] = (arrange(shares, rules.max_artist_run), False)
+            shares = [(parts.get(name, []), share) for name, share in DAILY_MIX_SHARES.items()]
+            drawn[user] = (arrange_in_shares(shares, rules.length, rules.max_artist_run), False)
         for user, parts in _by_user(session.execute(SQL["cold_start"], params).all()).items():
             shares = [(parts["cold_start"], rules.length)]
             drawn[user] = (arrange(shares, rules.max_artist_run), True)

@@ -93,7 +93,7 @@ def test_daily_mix_is_60_percent_recent_favourites_and_40_percent_similar_unplay
     assert all(a in favourite_artists for a in artists_of(session, similar))
 
 
-def test_daily_mix_is_shorter_rather_than_padded_when_history_is_thin(
+def test_daily_mix_keeps_its_60_40_split_when_history_is_thin(
     session: Any, library: dict[str, Any]
 ) -> None:
     user, tracks = library["user"], library["tracks"]
@@ -107,7 +107,8 @@ def test_daily_mix_is_shorter_rather_than_padded_when_history_is_thin(
     assert mix is not None
     recent = {tracks[(0, 0)].id, tracks[(1, 0)].id}
     assert len([t for t in mix.track_ids if t in recent]) == 2
-    assert len(mix.track_ids) == 2 + 4  # the similar part keeps its 40 %, no more
+    # The similar part shrinks with the recent one: 2 recent tracks are 60 % of at most 3.
+    assert len(mix.track_ids) == 2 + 1
 
 
 def test_discovery_weekly_holds_only_unplayed_recent_releases_of_the_top_5_genres(

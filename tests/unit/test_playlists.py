@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tasks.playlists.generation import Candidate, arrange, kinds_due
+from tasks.playlists.generation import Candidate, arrange, arrange_in_shares, kinds_due
 
 MONDAY = dt.datetime(2026, 11, 23, 10, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -34,6 +34,33 @@ def test_parts_are_interleaved_in_proportion_to_their_quotas() -> None:
     order = arrange([(recent, 6), (similar, 4)], max_artist_run=2)
 
     assert ["r" if t < 100 else "s" for t in order] == list("rsrsrrsrsr")
+
+
+def test_a_part_short_of_its_share_shrinks_the_others_with_it() -> None:
+    recent = [Candidate(n, n) for n in range(1, 3)]  # 2 recent tracks: 60 % of at most 3
+    similar = [Candidate(n, n) for n in range(101, 111)]
+
+    order = arrange_in_shares([(recent, 60), (similar, 40)], length=10, max_artist_run=2)
+
+    assert sorted(order) == [1, 2, 101]
+
+
+def test_a_short_similar_part_shrinks_the_recent_part_too() -> None:
+    recent = [Candidate(n, n) for n in range(1, 20)]
+    similar = [Candidate(101, 101), Candidate(102, 102)]  # 40 % of at most 5
+
+    order = arrange_in_shares([(recent, 60), (similar, 40)], length=10, max_artist_run=2)
+
+    assert sorted(order) == [1, 2, 3, 101, 102]
+
+
+def test_parts_that_can_fill_their_shares_get_them_exactly() -> None:
+    recent = [Candidate(n, n) for n in range(1, 20)]
+    similar = [Candidate(n, n) for n in range(101, 120)]
+
+    order = arrange_in_shares([(recent, 60), (similar, 40)], length=10, max_artist_run=2)
+
+    assert (len([t for t in order if t < 100]), len([t for t in order if t > 100])) == (6, 4)
 
 
 # --- the generators ---------------------------------------------------------------------
