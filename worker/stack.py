@@ -29,6 +29,9 @@ STOP_GRACE_SECONDS = 60  # warm shutdown lets running tasks finish; then SIGKILL
 class Child:
     name: str
     argv: list[str]
+    # Variables for this child only. Secrets go here, never in argv: any local user can
+    # read a process's arguments (ps, /proc/<pid>/cmdline), but not its environment.
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     process: subprocess.Popen[str] | None = field(default=None, repr=False)
 
 
@@ -65,9 +68,11 @@ def children(settings: Settings, concurrency: int, beat: bool, flower: bool) -> 
             f"--db={settings.data_dir / 'flower.db'}",
             "--state_save_interval=60000",
         ]
+        secrets = {}
         if settings.flower_basic_auth is not None:
-            options.append(f"--basic_auth={settings.flower_basic_auth.get_secret_value()}")
-        procs.append(Child("flower", celery_argv("flower", *options)))
+            # Flower reads every FLOWER_<option> from its environment.
+            secrets["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
+        procs.append(Child("flower", celery_argv("flower", *options), env=secrets))
     return procs
 
 
@@ -112,7 +117,7 @@ def run(settings: Settings, concurrency: int = 1, beat: bool = True, flower: boo
                 # Own session: the terminal's Ctrl-C reaches us only, and we stop them in order.
                 child.process = subprocess.Popen(
                     child.argv,
-                    env=env,
+                    env={**env, **child.env},
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     text=True,
