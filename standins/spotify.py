@@ -54,6 +54,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 JsonObject = dict[str, Any]
 
 SEARCH_LIMIT_MAX = 10  # Spotify's 2026 maximum
+# The OAuth token type Spotify issues.
+BEARER = "Bearer"
 BATCH_LIMITS = {"tracks": 50, "artists": 50, "albums": 20}
 REFRESH_SCOPE = "user-read-recently-played"
 LABEL = "Stand-in Records"
@@ -494,7 +496,7 @@ class SpotifyStandIn:
 
     def _token_response(self, extra: JsonObject) -> _Response:
         token = self.issue_access_token()
-        body = {"access_token": token, "token_type": "Bearer", "expires_in": self.token_lifetime}
+        body = {"access_token": token, "token_type": BEARER, "expires_in": self.token_lifetime}
         return _Response(200, body | extra)
 
     def _api(self, method: str, path: str, query: dict[str, str], token: str | None) -> _Response:

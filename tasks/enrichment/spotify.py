@@ -59,7 +59,8 @@ BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 8.0
 # A run of 429s with tiny Retry-After values would otherwise loop: give up on the request.
 MAX_RATE_LIMITED_TRIES = 5
-APP_TOKEN_KEY = "spotify:app-token"
+# A Redis key name, not a password (bandit's B105 guesses one from "token").
+APP_TOKEN_KEY = "spotify:app-token"  # nosec B105
 LIMITER_NAME = "spotify"
 
 # Batch endpoints that answered 403 in this process: single-item calls from then on.
