@@ -7,6 +7,7 @@ stops start-up with one line that names the variable (see ``load_settings``).
 from __future__ import annotations
 
 import functools
+import ipaddress
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -228,6 +229,17 @@ class Settings(BaseSettings):
                     raise ValueError(f"{name.upper()}: required when ENVIRONMENT=production")
         return self
 
+    @model_validator(mode="after")
+    def _flower_open_to_the_network_needs_credentials(self) -> Settings:
+        # Flower shows every task's arguments and results and can revoke tasks: served
+        # beyond this machine, it must ask who is there.
+        if self.flower_basic_auth is None and not _is_loopback(self.flower_address):
+            raise ValueError(
+                f"FLOWER_BASIC_AUTH: required when FLOWER_ADDRESS ({self.flower_address}) "
+                "is not a loopback address; without it Flower is open to the network"
+            )
+        return self
+
     @property
     def spotify_configured(self) -> bool:
         """An app to talk to Spotify as (compose passes unset variables as "")."""
@@ -270,3 +282,12 @@ def load_settings() -> Settings:
 def get_settings() -> Settings:
     """The process-wide settings, read once."""
     return load_settings()
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False

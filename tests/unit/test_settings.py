@@ -13,7 +13,14 @@ from worker.settings import EMBEDDED_DATABASE_URL, SettingsError, load_settings
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in ("DATABASE_URL", "REDIS_URL", "ENVIRONMENT", "TIMEZONE", "FLOWER_BASIC_AUTH"):
+    for name in (
+        "DATABASE_URL",
+        "REDIS_URL",
+        "ENVIRONMENT",
+        "TIMEZONE",
+        "FLOWER_BASIC_AUTH",
+        "FLOWER_ADDRESS",
+    ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -67,6 +74,28 @@ def test_flower_credentials_must_be_user_colon_password(clean_env: pytest.Monkey
     clean_env.setenv("FLOWER_BASIC_AUTH", "justapassword")
     with pytest.raises(SettingsError, match="FLOWER_BASIC_AUTH: must be user:password"):
         load_settings()
+
+
+def test_flower_served_beyond_this_machine_requires_credentials(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("FLOWER_ADDRESS", "0.0.0.0")
+    with pytest.raises(SettingsError, match="FLOWER_BASIC_AUTH: required when FLOWER_ADDRESS"):
+        load_settings()
+
+
+def test_flower_beyond_this_machine_with_credentials_is_accepted(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("FLOWER_ADDRESS", "0.0.0.0")
+    clean_env.setenv("FLOWER_BASIC_AUTH", "ops:secret")
+    assert load_settings().flower_address == "0.0.0.0"
+
+
+def test_flower_on_loopback_may_run_without_credentials(clean_env: pytest.MonkeyPatch) -> None:
+    for address in ("127.0.0.1", "::1", "localhost"):
+        clean_env.setenv("FLOWER_ADDRESS", address)
+        assert load_settings().flower_basic_auth is None
 
 
 def test_celery_refuses_to_start_with_one_line_naming_the_bad_variable() -> None:
