@@ -10,7 +10,7 @@ schedule:
     cleanup.background_tasks   Sundays 04:00
     cleanup.expired_playlists  daily 05:00
     enrichment.enrich_pending  hourly
-    cleanup.stuck_tasks        every 10 minutes
+    cleanup.stuck_tasks        every minute
 
 and one of ours: ``cleanup.task_runs`` (run-history retention) daily at 04:30.
 """
@@ -45,8 +45,9 @@ SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": crontab(minute=15),
     },
     "rescue-stuck-background-tasks": {
+        # Rows and runs of workers that stopped renewing their lease: back within minutes.
         "task": "cleanup.stuck_tasks",
-        "schedule": crontab(minute="*/10"),
+        "schedule": crontab(),
     },
     "delete-old-background-tasks": {
         "task": "cleanup.background_tasks",

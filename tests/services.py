@@ -183,6 +183,9 @@ def clear_redis() -> None:
         if inflight:
             client.delete(*inflight)
         client.delete(*(key for queue in all_queue_names() for key in redis_keys(queue)))
+        # Messages a test's killed worker held: one lease later any worker's sweep would
+        # put them back on their queue, in the middle of a later test.
+        client.delete("unacked", "unacked_index", "unacked_mutex")
     finally:
         client.close()
 

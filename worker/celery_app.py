@@ -10,12 +10,12 @@ from celery import Celery
 import beat_schedule
 from worker import signals as worker_signals
 from worker.ledger.outbox import install as install_outbox
+from worker.liveness import Lease, transport_options
 from worker.publishing import install_session_hooks
 from worker.queues import (
     DEFAULT_QUEUE,
     PRIORITY_SEP,
     PRIORITY_STEPS,
-    VISIBILITY_TIMEOUT,
     FamilyLimits,
     celery_queues,
     route_task,
@@ -31,20 +31,23 @@ TASK_MODULES = [
     "tasks.playlists.tasks",
     "tasks.trending.tasks",
     "worker.ledger.tasks",
+    "worker.recovery.tasks",
 ]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Production settings; a comment says why wherever a line is not self-evident."""
     return {
-        "broker_url": settings.redis_url,
+        "broker_url": settings.broker,
         # kombu's Redis transport, but a malformed envelope becomes a dead letter instead
         # of stopping the worker or vanishing (worker/transport.py).
         "broker_transport": "worker.transport:Transport",
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
-            # Redis redelivers unacked messages after this: above the longest hard limit.
-            "visibility_timeout": VISIBILITY_TIMEOUT,
+            # A dead worker's messages go back to their queues one lease after its last
+            # renewal; a live worker's never do, however long it holds them
+            # (worker/liveness.py).
+            **transport_options(settings.worker_lease_seconds),
             # Message priorities within a queue (the ledger's urgent work goes first).
             "priority_steps": PRIORITY_STEPS,
             "sep": PRIORITY_SEP,
@@ -119,6 +122,7 @@ def create_app(settings: Settings) -> Celery:
     app = Celery("automation", task_cls="worker.base_task:AutomationTask")
     app.config_from_object(celery_config(settings))
     app.conf.include = TASK_MODULES
+    app.steps["consumer"].add(Lease)
     install_outbox(app, OUTBOX_SOURCES)
     return app
 

@@ -55,11 +55,6 @@ QUEUE_NAMES: tuple[str, ...] = tuple(
 # ``analysis`` (per-track audio), a different kind of worker.
 RETIRED_QUEUES: dict[str, str] = {"analytics": "stats"}
 
-# Redis redelivers an unacknowledged message after this long. It must exceed the longest
-# hard time limit, or a long late-acked task would run twice while it is still running.
-VISIBILITY_TIMEOUT = 2 * max(f.time_limit for f in FAMILIES.values())
-
-
 # Redis message priorities: one list per step and queue, served 0 first. The ledger maps
 # its priorities onto these (``worker.ledger``); other messages go at 0.
 PRIORITY_STEPS = list(range(10))

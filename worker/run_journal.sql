@@ -102,3 +102,31 @@ ON CONFLICT (journal_id) DO NOTHING
 WITH old AS (SELECT id, run_key FROM task_runs WHERE started_at < :before LIMIT :batch),
      markers AS (DELETE FROM task_run_commits WHERE run_key IN (SELECT run_key FROM old))
 DELETE FROM task_runs WHERE id IN (SELECT id FROM old)
+
+-- name: running_hosts
+-- The workers of runs still going: the rescue asks which of them are still alive.
+SELECT DISTINCT worker_host FROM task_runs
+WHERE status = 'started' AND worker_host IS NOT NULL
+
+-- name: mark_runs_of_dead_workers_lost
+-- Their worker stopped renewing its lease: the run died with it. One whose transaction
+-- committed did its work: a success. A finish that turns up later (drained late) still
+-- wins, since a finish outranks lost.
+WITH gone AS (
+    SELECT r.id, c.committed_at
+    FROM task_runs AS r
+    LEFT JOIN task_run_commits AS c ON c.run_key = r.run_key
+    WHERE r.status = 'started' AND r.worker_host = ANY(CAST(:dead_hosts AS text[]))
+      AND r.started_at < :started_before
+)
+UPDATE task_runs AS r
+SET status = CASE WHEN gone.committed_at IS NULL THEN 'lost' ELSE 'success' END,
+    committed_at = gone.committed_at,
+    error = coalesce(r.error, CASE WHEN gone.committed_at IS NULL
+                                   THEN format('its worker %s stopped renewing its lease '
+                                               '(presumed dead)', r.worker_host)
+                                   ELSE 'its worker died after its transaction committed'
+                              END)
+FROM gone
+WHERE r.id = gone.id
+RETURNING r.id

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
         default=EMBEDDED_REDIS_URL,
         description="Redis: Celery broker, locks and shared rate limits.",
     )
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery's broker, when not REDIS_URL: another redis:// or amqp:// (RabbitMQ).",
+    )
     timezone: str = Field(default="UTC", description="Timezone of the beat schedule.")
     data_dir: Path = Field(
         default=Path(".automation"),
@@ -65,6 +69,13 @@ class Settings(BaseSettings):
     # Each replacement is a fork and fresh connections, so not every thousand tasks.
     worker_max_tasks_per_child: int = Field(
         default=10_000, ge=1, description="A worker child is replaced after this many tasks."
+    )
+    worker_lease_seconds: float = Field(
+        default=60,
+        ge=2,
+        le=3600,
+        description="A worker silent this long is presumed dead: its messages go back to "
+        "their queues, its ledger rows are requeued and its runs marked lost.",
     )
     result_expires_seconds: int = Field(
         default=24 * 3600,
@@ -176,6 +187,15 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis:// URL")
         return value
 
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        if not value:  # compose passes an unset variable as ""
+            return None
+        if not value.startswith(("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://")):
+            raise ValueError("must be a redis:// or amqp:// URL")
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -239,6 +259,15 @@ class Settings(BaseSettings):
                 "is not a loopback address; without it Flower is open to the network"
             )
         return self
+
+    @property
+    def broker(self) -> str:
+        """Celery's broker: BROKER_URL, else the Redis that holds everything else."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def broker_is_redis(self) -> bool:
+        return self.broker.startswith(("redis://", "rediss://", "unix://"))
 
     @property
     def spotify_configured(self) -> bool:

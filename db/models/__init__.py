@@ -1,7 +1,7 @@
 """All models; import from here. One module per thing modelled: music (users, artists,
 tracks, plays), imports (uploads, listens, Spotify tokens), spotify (the catalogue cache),
 listening (stats), trending, playlists, ledger (background tasks), runs (run history,
-dead letters)."""
+dead letters, broker resets)."""
 
 from db.models.base import Base
 from db.models.imports import Listen, SpotifyToken, UploadJob
@@ -15,7 +15,7 @@ from db.models.listening import (
 )
 from db.models.music import Album, Artist, PlayHistory, Track, User
 from db.models.playlists import PLAYLIST_TYPES, SmartPlaylist
-from db.models.runs import DeadLetter, TaskRun, TaskRunCommit
+from db.models.runs import BrokerReset, DeadLetter, TaskRun, TaskRunCommit
 from db.models.spotify import SpotifyArtist, SpotifyMatch, SpotifyTrack
 from db.models.trending import TrendingTrack
 
@@ -26,6 +26,7 @@ __all__ = [
     "Artist",
     "BackgroundTask",
     "Base",
+    "BrokerReset",
     "DeadLetter",
     "Listen",
     "ListeningStatsDirty",

@@ -70,6 +70,12 @@ class TaskRun(Base):
         # "Last run of X" for the status view; newest first.
         Index("ix_task_runs_task_name_started_at", "task_name", text("started_at DESC")),
         Index("ix_task_runs_started_at", "started_at"),
+        # Runs still going, by worker: the rescue asks which of their workers are dead.
+        Index(
+            "ix_task_runs_running_worker_host",
+            "worker_host",
+            postgresql_where=text("status = 'started'"),
+        ),
     )
 
 
@@ -106,3 +112,21 @@ class DeadLetter(Base):
     worker_host: Mapped[str | None] = mapped_column(Text)
     # The run journal's entry id: a dead letter drained twice is stored once.
     journal_id: Mapped[str | None] = mapped_column(Text, unique=True)
+
+
+class BrokerReset(Base):
+    """Redis had no epoch marker: it was new, or it lost its data (``worker.liveness``).
+
+    What the recovery did about it is kept with it, for the operator who asks what a Redis
+    without persistence cost.
+    """
+
+    __tablename__ = "broker_resets"
+
+    id: Mapped[BigId]
+    epoch: Mapped[str] = mapped_column(Text, unique=True)
+    detected_at: Mapped[dt.datetime]
+    detected_by: Mapped[str | None] = mapped_column(Text)
+    recovered_at: Mapped[CreatedAt]
+    # Ledger rows whose messages were published again.
+    ledger_republished: Mapped[int]

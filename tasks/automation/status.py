@@ -16,9 +16,17 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
-from db.models import BackgroundTask, DeadLetter, SmartPlaylist, TaskRun, TrendingTrack
+from db.models import (
+    BackgroundTask,
+    BrokerReset,
+    DeadLetter,
+    SmartPlaylist,
+    TaskRun,
+    TrendingTrack,
+)
 from db.queries import queries
 from tasks.enrichment.monitoring import enrichment_progress, spotify_pause
+from worker import liveness
 from worker.errors import PermanentError
 from worker.ledger import limit_params
 from worker.queues import PRIORITY_STEPS, all_queue_names, redis_keys
@@ -164,7 +172,24 @@ def build_status(session: Session, celery_app: Celery, now: dt.datetime) -> dict
         "enrichment": enrichment_progress(session),
         "task_runs_24h": _counts(session, TaskRun.status, TaskRun.started_at >= day_ago),
         "dead_letters": {"total": dead[0], "latest_at": _iso(dead[1])},
+        "broker_resets": _broker_resets(session),
         "schedule": _schedule(session, celery_app, now),
+    }
+
+
+def _broker_resets(session: Session) -> dict[str, Any]:
+    """Times Redis was found without its data (or new), and what was republished."""
+    total = session.scalar(select(func.count()).select_from(BrokerReset))
+    latest = session.scalars(select(BrokerReset).order_by(BrokerReset.detected_at.desc())).first()
+    return {
+        "total": total,
+        "latest": None
+        if latest is None
+        else {
+            "detected_at": _iso(latest.detected_at),
+            "detected_by": latest.detected_by,
+            "ledger_republished": latest.ledger_republished,
+        },
     }
 
 
@@ -190,6 +215,11 @@ def collect_status(
             # worker is): they land as soon as a worker's drainer can write them.
             report["run_journal_waiting"] = pending_entries(client)
             report["enrichment"]["spotify_paused"] = spotify_pause(get_settings(), client)
+            # None: a restart of this Redis loses every queued message (README).
+            report["broker"] = {
+                "persistence": liveness.persistence(client),
+                "workers_alive": liveness.live_workers(client),
+            }
     except redis.RedisError as exc:
         report["queues"] = {"error": f"Redis unavailable: {exc}"}
     return report

@@ -1,12 +1,13 @@
 """Tasks that exist only for tests, added to the production app by the worker subprocesses
 of the tests that need them (``celery -A tests.system.extra_tasks worker``); the production app
-never has them. Both are in the analysis family, so they run on the analysis queue, which
+never has them. All are in the analysis family, so they run on the analysis queue, which
 the in-process test worker never consumes (a message this module's tasks took there would
 end the test run or find no such task)."""
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from worker.celery_app import app
@@ -27,3 +28,12 @@ def write_nothing(
 ) -> dict[str, Any]:
     """A ledger task whose body does no database work: its row completes all the same."""
     return {"wrote": "nothing", "track_id": track_id}
+
+
+@app.task(name="analysis.test_sleep", bind=True)
+def sleep(self: Any, seconds: float, redelivered_seconds: float = 0.0) -> str:
+    """Hold a worker for ``seconds`` (``redelivered_seconds`` once the broker handed the
+    message back after its worker died): what a long aggregation does to a worker."""
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    time.sleep(redelivered_seconds if redelivered else seconds)
+    return self.request.hostname

@@ -29,6 +29,7 @@ VALID_CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "automation.status": ((), {}),
     "automation.trigger": ((), {"task": "smart_playlists", "kwargs": {"force": True}}),
     "cleanup.background_tasks": ((), {}),
+    "cleanup.broker_reset": ((), {"epoch": "1764028800.123:0a1b2c3d4e5f", "detected_by": "w@h"}),
     "cleanup.expired_playlists": ((), {}),
     "cleanup.stuck_tasks": ((), {}),
     "cleanup.task_runs": ((), {}),

@@ -8,7 +8,6 @@ from worker.queues import (
     DEFAULT_QUEUE,
     FAMILIES,
     INBOX_QUEUE,
-    VISIBILITY_TIMEOUT,
     all_queue_names,
     home_queue,
     route_task,
@@ -41,8 +40,14 @@ def test_the_workers_of_a_renamed_queue_also_drain_its_old_name() -> None:
     assert "analytics" in all_queue_names()
 
 
-def test_visibility_timeout_exceeds_every_hard_time_limit() -> None:
-    assert all(family.time_limit < VISIBILITY_TIMEOUT for family in FAMILIES.values())
+def test_a_dead_workers_messages_become_visible_one_lease_after_its_last_renewal(
+    app: Any,
+) -> None:
+    options = app.conf.broker_transport_options
+    assert options["visibility_timeout"] == 60
+    # Swept several times a lease, every sweep scanning: back within seconds of expiry.
+    assert options["unacked_restore_interval"] <= 10
+    assert options["unacked_restore_throttle"] == 1
 
 
 def test_soft_limit_comes_before_the_hard_limit_in_every_family() -> None:

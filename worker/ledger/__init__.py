@@ -12,7 +12,8 @@ lives in this package:
   dispatcher", with its explicit list of sources;
 - ``rescue``: the lifeline, for rows whose worker died or whose message was lost;
 - ``retention``: finished rows past their keep-time;
-- ``tasks``: the housekeeping tasks (``cleanup.stuck_tasks``, ``cleanup.background_tasks``);
+- ``tasks``: its retention task (``cleanup.background_tasks``; the rescue runs in
+  ``worker.recovery``);
 - ``ledger.sql``: its statements.
 
 Importing this package does not build the Celery app; ``worker.ledger.tasks`` does.

@@ -101,27 +101,46 @@ SET status = 'failed', completed_at = now(), error_message = :error
 WHERE id = :id AND status = 'pending'
 
 -- name: fail_exhausted_orphans
--- A processing row older than its task's hard time limit has no live run: the limit kills
--- any run that reaches it. Out of attempts: failed, with the reason.
+-- A processing row has no live run once its worker stopped renewing its lease (one of
+-- :dead_hosts, claimed before :claimed_before), or once it is older than its task's hard
+-- time limit (the limit kills any run that reaches it; this covers a worker that never
+-- kept a heartbeat). Out of attempts: failed, with the reason.
 UPDATE background_tasks
 SET status = 'failed', completed_at = :now,
     error_message = format('worker lost during attempt %s of %s (claimed by %s at %s); '
                            'no attempts left', attempts, :max_attempts,
                            coalesce(worker_host, 'an unknown worker'), started_at)
 WHERE status = 'processing' AND attempts >= :max_attempts
-  AND started_at < :now - make_interval(
-        secs => coalesce((CAST(:limits AS jsonb) ->> task_type)::int, :default_limit))
+  AND (started_at < :now - make_interval(
+         secs => coalesce((CAST(:limits AS jsonb) ->> task_type)::int, :default_limit))
+       OR (worker_host = ANY(CAST(:dead_hosts AS text[])) AND started_at < :claimed_before))
 RETURNING id
 
 -- name: requeue_orphans
 -- Otherwise back to pending, without a message: the dispatch that follows publishes it.
+-- (If the dead worker's own message comes back too, whichever claims first runs the row;
+-- the other finds it taken.)
 UPDATE background_tasks
 SET status = 'pending', enqueued_at = NULL,
     error_message = format('worker lost during attempt %s (claimed by %s at %s); requeued',
                            attempts, coalesce(worker_host, 'an unknown worker'), started_at)
 WHERE status = 'processing' AND attempts < :max_attempts
-  AND started_at < :now - make_interval(
-        secs => coalesce((CAST(:limits AS jsonb) ->> task_type)::int, :default_limit))
+  AND (started_at < :now - make_interval(
+         secs => coalesce((CAST(:limits AS jsonb) ->> task_type)::int, :default_limit))
+       OR (worker_host = ANY(CAST(:dead_hosts AS text[])) AND started_at < :claimed_before))
+RETURNING id
+
+-- name: processing_hosts
+-- The workers holding rows: the rescue asks which of them are still alive.
+SELECT DISTINCT worker_host FROM background_tasks
+WHERE status = 'processing' AND worker_host IS NOT NULL
+
+-- name: republish_after_broker_reset
+-- Redis lost its data: every message published before the loss was noticed is gone.
+-- Pending rows get fresh messages (the NOTIFY at commit wakes the dispatcher); a message
+-- that did survive finds its row claimed by the fresh one, or the other way round.
+UPDATE background_tasks SET enqueued_at = NULL
+WHERE status = 'pending' AND enqueued_at < :noticed_at
 RETURNING id
 
 -- name: requeue_lost_messages

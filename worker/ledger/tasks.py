@@ -1,4 +1,5 @@
-"""The ledger's housekeeping tasks, on beat's schedule: rescue and retention."""
+"""The ledger's housekeeping task, on beat's schedule: retention. (Its rescue runs with the
+rest of the recovery, in ``worker.recovery``.)"""
 
 from __future__ import annotations
 
@@ -6,14 +7,8 @@ import datetime as dt
 
 from worker.base_task import AutomationTask
 from worker.celery_app import app
-from worker.ledger.rescue import rescue_stuck_tasks
 from worker.ledger.retention import delete_old_background_tasks
 from worker.settings import get_settings
-
-
-@app.task(name="cleanup.stuck_tasks", bind=True)
-def stuck_tasks(self: AutomationTask) -> dict[str, int]:
-    return rescue_stuck_tasks(self.session, self.app, dt.datetime.now(dt.UTC), get_settings())
 
 
 @app.task(name="cleanup.background_tasks", bind=True)

@@ -1,0 +1,215 @@
+"""Leases, heartbeats and the broker's epoch, and what the recovery does with them.
+
+Driven without a worker, against a Redis database of their own (the session's test worker
+keeps its own heartbeat and epoch in the shared one). What a real worker does with them
+(a killed worker's message back within a lease, a live one's never) is in
+tests/system/test_worker_loss.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from db.models import BackgroundTask, BrokerReset, TaskRun, TaskRunCommit
+from tests import factories as f
+from worker import liveness
+from worker.recovery.broker_reset import recover_from_broker_reset
+from worker.recovery.rescue import rescue
+from worker.settings import get_settings
+
+NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
+MINUTE = dt.timedelta(minutes=1)
+LEASE = get_settings().worker_lease_seconds
+INDEX = "unacked_index"
+
+
+@pytest.fixture
+def broker() -> Iterator[redis_lib.Redis]:
+    url = make_url(os.environ["REDIS_URL"])
+    own = url.set(database=str((int(url.database or 0) + 9) % 16))
+    client = redis_lib.Redis.from_url(own.render_as_string(hide_password=False))
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def epoch_began(client: redis_lib.Redis, at: dt.datetime) -> None:
+    client.set(liveness.EPOCH_KEY, f"{at.timestamp():.3f}:0123456789ab")
+
+
+def test_a_renewal_stamps_held_messages_and_leaves_acknowledged_ones_out(
+    broker: redis_lib.Redis,
+) -> None:
+    broker.zadd(INDEX, {"held": 100.0, "other-workers": 100.0})
+
+    liveness.stamp(broker, INDEX, ["held", "acknowledged-meanwhile"], now=500.0)
+
+    assert broker.zscore(INDEX, "held") == 500.0
+    assert broker.zscore(INDEX, "other-workers") == 100.0
+    # An acknowledged message is not in the index any more, and is not put back.
+    assert broker.zscore(INDEX, "acknowledged-meanwhile") is None
+
+
+def test_only_the_first_worker_to_find_redis_without_an_epoch_starts_a_new_one(
+    broker: redis_lib.Redis,
+) -> None:
+    first = liveness.new_epoch(broker, now=1000.0)
+    second = liveness.new_epoch(broker, now=1001.0)
+
+    assert first is not None and first.startswith("1000.000:")
+    assert second is None
+    assert liveness.epoch_age(broker, now=1030.0) == pytest.approx(30.0)
+
+
+def test_a_worker_is_alive_for_one_lease_after_its_last_heartbeat(
+    broker: redis_lib.Redis,
+) -> None:
+    liveness.beat_heart(broker, "analysis@up", lease_seconds=60, info={})
+
+    assert liveness.alive(broker, ["analysis@up", "analysis@gone"]) == {
+        "analysis@up": True,
+        "analysis@gone": False,
+    }
+    assert 0 < broker.ttl(liveness.HEARTBEAT_PREFIX + "analysis@up") <= 60
+    assert liveness.live_workers(broker) == ["analysis@up"]
+
+
+def processing(session: Any, track: Any, host: str, *, attempts: int = 1) -> BackgroundTask:
+    row = BackgroundTask(
+        task_type="energy_analysis",
+        track_id=track.id,
+        status="processing",
+        attempts=attempts,
+        started_at=NOW - dt.timedelta(minutes=2),
+        enqueued_at=NOW - dt.timedelta(minutes=2),
+        celery_task_id=f"message-of-{track.id}",
+        worker_host=host,
+    )
+    session.add(row)
+    return row
+
+
+def test_rescue_requeues_a_dead_workers_rows_at_once_and_leaves_a_live_workers(
+    session: Any, app: Any, broker: redis_lib.Redis
+) -> None:
+    epoch_began(broker, NOW - dt.timedelta(hours=1))
+    liveness.beat_heart(broker, "analysis@up", LEASE, {})
+    artist = f.artist(session)
+    a, b, c = (f.track(session, artist) for _ in range(3))
+    # Two minutes in: far inside the analysis family's 10-minute hard limit.
+    orphaned = processing(session, a, "analysis@gone")
+    exhausted = processing(session, b, "analysis@gone", attempts=3)
+    running = processing(session, c, "analysis@up")
+    session.commit()
+
+    report = rescue(session, app, broker, NOW, get_settings())
+    session.commit()
+
+    assert (report["requeued"], report["failed"], report["dead_workers"]) == (1, 1, 1)
+    for row in (orphaned, exhausted, running):
+        session.refresh(row)
+    assert (orphaned.status, orphaned.enqueued_at) == ("pending", None)
+    assert "claimed by analysis@gone" in orphaned.error_message
+    assert exhausted.status == "failed"
+    assert running.status == "processing"
+
+
+def test_rescue_does_not_judge_workers_within_one_lease_of_a_new_epoch(
+    session: Any, app: Any, broker: redis_lib.Redis
+) -> None:
+    # Redis just lost its data, heartbeats with it: live workers have not all written
+    # theirs again yet, so a missing heartbeat proves nothing.
+    epoch_began(broker, NOW - dt.timedelta(seconds=LEASE / 2))
+    row = processing(session, f.track(session, f.artist(session)), "analysis@quiet")
+    session.commit()
+
+    report = rescue(session, app, broker, NOW, get_settings())
+    session.commit()
+
+    assert report["dead_workers"] == 0
+    session.refresh(row)
+    assert row.status == "processing"
+
+
+def started_run(session: Any, task_id: str, host: str, *, age: dt.timedelta) -> TaskRun:
+    run = TaskRun(
+        task_id=task_id,
+        task_name="listening.aggregate",
+        status="started",
+        started_at=NOW - age,
+        worker_host=host,
+    )
+    session.add(run)
+    return run
+
+
+def test_rescue_marks_a_dead_workers_runs_lost_unless_their_work_committed(
+    session: Any, app: Any, broker: redis_lib.Redis
+) -> None:
+    epoch_began(broker, NOW - dt.timedelta(hours=1))
+    liveness.beat_heart(broker, "stats@up", LEASE, {})
+    minutes = dt.timedelta(minutes=5)
+    died = started_run(session, "died", "stats@gone", age=minutes)
+    committed = started_run(session, "committed", "stats@gone", age=minutes)
+    alive = started_run(session, "alive", "stats@up", age=minutes)
+    session.flush()
+    session.add(TaskRunCommit(run_key=committed.run_key, committed_at=NOW - minutes / 2))
+    session.commit()
+
+    report = rescue(session, app, broker, NOW, get_settings())
+    session.commit()
+
+    assert report["runs_lost"] == 2
+    for run in (died, committed, alive):
+        session.refresh(run)
+    assert (died.status, died.error) == (
+        "lost",
+        "its worker stats@gone stopped renewing its lease (presumed dead)",
+    )
+    assert committed.status == "success"
+    assert alive.status == "started"
+
+
+def test_after_a_broker_reset_rows_published_before_it_get_fresh_messages(
+    session: Any,
+) -> None:
+    noticed = NOW - dt.timedelta(seconds=5)
+    artist = f.artist(session)
+    lost_track, fresh_track = (f.track(session, artist) for _ in range(2))
+    lost = BackgroundTask(
+        task_type="mood_detection", track_id=lost_track.id, enqueued_at=noticed - MINUTE
+    )
+    fresh = BackgroundTask(
+        task_type="mood_detection",
+        track_id=fresh_track.id,
+        enqueued_at=noticed + dt.timedelta(seconds=1),
+    )
+    session.add_all([lost, fresh])
+    session.commit()
+    epoch = f"{noticed.timestamp():.3f}:0123456789ab"
+
+    first = recover_from_broker_reset(session, epoch, "default@w1", NOW)
+    second = recover_from_broker_reset(session, epoch, "default@w2", NOW)
+    session.commit()
+
+    assert (first, second) == ({"ledger_republished": 1}, {"ledger_republished": 0})
+    session.refresh(lost)
+    session.refresh(fresh)
+    assert lost.enqueued_at is None  # the dispatcher publishes it afresh
+    assert fresh.enqueued_at is not None
+    record = session.scalars(select(BrokerReset)).one()
+    assert (record.detected_at, record.detected_by, record.ledger_republished) == (
+        noticed,
+        "default@w1",
+        1,
+    )
+    assert session.scalar(select(func.count()).select_from(BrokerReset)) == 1

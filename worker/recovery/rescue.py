@@ -1,0 +1,53 @@
+"""Rows and runs of workers that stopped renewing their lease."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import redis
+from celery import Celery
+from sqlalchemy.orm import Session
+
+from db.queries import queries
+from worker import liveness
+from worker.ledger.rescue import processing_hosts, rescue_stuck_tasks
+from worker.settings import Settings
+
+JOURNAL = queries("worker", "run_journal")
+
+
+def dead_hosts(
+    client: redis.Redis | None, hosts: set[str], now: float, lease_seconds: float
+) -> frozenset[str]:
+    """Which of ``hosts`` have no live heartbeat, when heartbeats can be believed.
+
+    Not at all without a Redis broker (RabbitMQ redelivers on its own), nor within one
+    lease of a new epoch: Redis lost its data, heartbeats included, and live workers have
+    not all written theirs again yet.
+    """
+    if client is None or not hosts:
+        return frozenset()
+    age = liveness.epoch_age(client, now)
+    if age is None or age < lease_seconds:
+        return frozenset()
+    return frozenset(host for host, up in liveness.alive(client, hosts).items() if not up)
+
+
+def rescue(
+    session: Session,
+    celery_app: Celery,
+    client: redis.Redis | None,
+    now: dt.datetime,
+    settings: Settings,
+) -> dict[str, int]:
+    """Requeue or fail the ledger rows of dead workers, mark their runs ``lost``, and apply
+    the ledger's time-limit and lost-message rules; how many rows each rule moved."""
+    hosts = processing_hosts(session) | set(session.scalars(JOURNAL["running_hosts"]))
+    dead = dead_hosts(client, hosts, now.timestamp(), settings.worker_lease_seconds)
+    moved = rescue_stuck_tasks(session, celery_app, now, settings, dead_hosts=dead)
+    started_before = now - dt.timedelta(seconds=settings.worker_lease_seconds)
+    lost = session.execute(
+        JOURNAL["mark_runs_of_dead_workers_lost"],
+        {"dead_hosts": sorted(dead), "started_before": started_before},
+    ).all()
+    return {**moved, "runs_lost": len(lost), "dead_workers": len(dead)}
