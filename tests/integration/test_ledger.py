@@ -150,6 +150,35 @@ def test_dispatch_publishes_each_undispatched_row_once_at_its_redis_priority(
     assert all(r.enqueued_at is not None for r in session.scalars(select(BackgroundTask)))
 
 
+@pytest.mark.committed
+def test_a_dispatch_that_fails_midway_leaves_every_row_of_its_batch_for_the_next(
+    session: Any, app: Any, redis_client: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    artist = f.artist(session)
+    for _ in range(3):
+        f.track(session, artist, genre=None)  # each queues its genre classification
+    session.commit()
+    sent: list[str] = []
+    send_task = app.send_task
+
+    def broker_fails_after_one(*args: Any, **kwargs: Any) -> Any:
+        if sent:
+            raise ConnectionError("the broker went away mid-batch")
+        sent.append(kwargs["task_id"])
+        return send_task(*args, **kwargs)
+
+    monkeypatch.setattr(app, "send_task", broker_fails_after_one)
+    with pytest.raises(ConnectionError):
+        dispatch_pending(session_scope, app)
+    monkeypatch.undo()
+
+    # Nothing looks published that was not: the one message that went out has a twin
+    # coming, and whichever claims the row first runs it.
+    assert all(r.enqueued_at is None for r in session.scalars(select(BackgroundTask)))
+    assert dispatch_pending(session_scope, app) == 3
+    assert redis_client.llen("analysis:9") == 4
+
+
 def orphan(session: Any, track: Any, *, attempts: int, started: dt.datetime) -> BackgroundTask:
     row = BackgroundTask(
         task_type="energy_analysis",

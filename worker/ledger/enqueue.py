@@ -76,32 +76,31 @@ def enqueue_many(
 def dispatch_pending(session_factory: Any, app: Celery, *, batch: int = 500) -> int:
     """Publish a message for every pending row that has none; how many were published.
 
-    Each batch is taken (stamped with a message id) and committed before it is published:
-    a crash in between leaves rows that look published, and the rescuer's lost-message rule
-    publishes them again later. Nothing is published for rows the database did not keep.
+    Each batch is taken (stamped with a message id) and published inside one transaction,
+    which commits only after the last publish. A crash or an error in between leaves the
+    rows as they were, unpublished, and the next dispatch publishes them again: a message
+    that did go out claims its row first, and its twin finds the row taken. (Committing
+    first and publishing after would leave rows that look published and are not, for the
+    lost-message rule to find a quarter of an hour later.)
     """
     names = ledger_tasks(app)
     published = 0
     while True:
         with session_factory() as session:
             rows = session.execute(SQL["take_undispatched"], {"batch": batch}).all()
-        if not rows:
-            return published
-        sent: set[int] = set()
-        try:
+            if not rows:
+                return published
             with app.producer_or_acquire() as producer:
                 for row in rows:
                     name = names.get(row.task_type)
                     if name is None:
-                        with session_factory() as session:
-                            session.execute(
-                                SQL["fail_unknown_type"],
-                                {
-                                    "id": row.id,
-                                    "error": f"unknown background task type {row.task_type!r}",
-                                },
-                            )
-                        sent.add(row.id)
+                        session.execute(
+                            SQL["fail_unknown_type"],
+                            {
+                                "id": row.id,
+                                "error": f"unknown background task type {row.task_type!r}",
+                            },
+                        )
                         continue
                     app.send_task(
                         name,
@@ -111,19 +110,7 @@ def dispatch_pending(session_factory: Any, app: Celery, *, batch: int = 500) -> 
                         priority=redis_priority(row.priority),
                         producer=producer,
                     )
-                    sent.add(row.id)
                     published += 1
-        except Exception:
-            unsent = [row for row in rows if row.id not in sent]
-            with session_factory() as session:
-                session.execute(
-                    SQL["mark_undispatched"],
-                    {
-                        "ids": [row.id for row in unsent],
-                        "celery_task_ids": [row.celery_task_id for row in unsent],
-                    },
-                )
-            raise
         if len(rows) < batch:
             return published
 

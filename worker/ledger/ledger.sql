@@ -75,6 +75,16 @@ SET status = 'pending', error_message = :error, enqueued_at = now()
 WHERE id = :id AND status = 'processing' AND celery_task_id = :celery_task_id
   AND attempts = :attempt
 
+-- name: release_cut_off
+-- The run was stopped from outside (its worker lost the broker connection and cancelled
+-- it, or is shutting down); its unacknowledged message comes back and claims the row
+-- again. enqueued_at is kept: should the message never come (Redis lost it), the rules
+-- for lost messages still see when it was published.
+UPDATE background_tasks
+SET status = 'pending', error_message = :error
+WHERE id = :id AND status = 'processing' AND celery_task_id = :celery_task_id
+  AND attempts = :attempt
+
 -- name: take_undispatched
 -- Rows with no message yet, most urgent first. SKIP LOCKED: two dispatchers (one per
 -- analysis worker) split the work instead of publishing a row twice.
@@ -89,11 +99,6 @@ FROM (
 ) todo
 WHERE b.id = todo.id
 RETURNING b.id, b.task_type, b.track_id, b.priority, b.celery_task_id
-
--- name: mark_undispatched
--- Publishing failed after the rows were taken: hand them back to the next dispatch.
-UPDATE background_tasks SET enqueued_at = NULL
-WHERE id = ANY(:ids) AND status = 'pending' AND celery_task_id = ANY(:celery_task_ids)
 
 -- name: fail_unknown_type
 UPDATE background_tasks
@@ -138,9 +143,18 @@ WHERE status = 'processing' AND worker_host IS NOT NULL
 -- name: republish_after_broker_reset
 -- Redis lost its data: every message published before the loss was noticed is gone.
 -- Pending rows get fresh messages (the NOTIFY at commit wakes the dispatcher); a message
--- that did survive finds its row claimed by the fresh one, or the other way round.
-UPDATE background_tasks SET enqueued_at = NULL
-WHERE status = 'pending' AND enqueued_at < :noticed_at
+-- that did survive finds its row claimed by the fresh one, or the other way round. Rows
+-- claimed before then lost their message too, and their runs were cut off when the
+-- connection dropped: requeued. (Were Redis only flushed, a run still going would find
+-- its claim taken at completion and its work discarded: done again, never twice.)
+UPDATE background_tasks
+SET status = 'pending', enqueued_at = NULL,
+    error_message = CASE WHEN status = 'processing'
+        THEN format('its message was lost with Redis''s data during attempt %s; requeued',
+                    attempts)
+        ELSE error_message END
+WHERE (status = 'pending' AND enqueued_at < :noticed_at)
+   OR (status = 'processing' AND started_at < :noticed_at)
 RETURNING id
 
 -- name: requeue_lost_messages
