@@ -130,3 +130,22 @@ SET status = CASE WHEN gone.committed_at IS NULL THEN 'lost' ELSE 'success' END,
 FROM gone
 WHERE r.id = gone.id
 RETURNING r.id
+
+-- name: mark_runs_lost_with_broker
+-- Redis lost its data, and with it the journal's entries not yet drained: runs started
+-- before the loss was noticed that never finished here were cut off, or finished with
+-- their record lost. Either way their outcome is unknown: lost (success if their work
+-- committed). A finish that does arrive later still wins.
+WITH gone AS (
+    SELECT r.id, c.committed_at
+    FROM task_runs AS r
+    LEFT JOIN task_run_commits AS c ON c.run_key = r.run_key
+    WHERE r.status = 'started' AND r.started_at < :noticed_at
+)
+UPDATE task_runs AS r
+SET status = CASE WHEN gone.committed_at IS NULL THEN 'lost' ELSE 'success' END,
+    committed_at = gone.committed_at,
+    error = coalesce(r.error, 'its record was lost with Redis''s data (broker reset)')
+FROM gone
+WHERE r.id = gone.id
+RETURNING r.id

@@ -201,7 +201,8 @@ def test_after_a_broker_reset_rows_published_before_it_get_fresh_messages(
     second = recover_from_broker_reset(session, epoch, "default@w2", NOW)
     session.commit()
 
-    assert (first, second) == ({"ledger_republished": 1}, {"ledger_republished": 0})
+    assert first["ledger_republished"] == 1
+    assert second["ledger_republished"] == 0
     session.refresh(lost)
     session.refresh(fresh)
     assert lost.enqueued_at is None  # the dispatcher publishes it afresh
@@ -213,3 +214,42 @@ def test_after_a_broker_reset_rows_published_before_it_get_fresh_messages(
         1,
     )
     assert session.scalar(select(func.count()).select_from(BrokerReset)) == 1
+
+
+def test_after_a_broker_reset_rows_claimed_before_it_are_requeued(session: Any) -> None:
+    # Their message went with Redis, and their run was cut off when its connection dropped.
+    noticed = NOW - dt.timedelta(seconds=5)
+    artist = f.artist(session)
+    before = processing(session, f.track(session, artist), "analysis@up")
+    after = processing(session, f.track(session, artist), "analysis@up")
+    after.started_at = noticed + dt.timedelta(seconds=1)
+    session.commit()
+
+    recover_from_broker_reset(session, f"{noticed.timestamp():.3f}:0123456789ab", None, NOW)
+    session.commit()
+
+    session.refresh(before)
+    session.refresh(after)
+    assert (before.status, before.enqueued_at) == ("pending", None)
+    assert "lost with Redis's data during attempt 1" in before.error_message
+    assert after.status == "processing"
+
+
+def test_after_a_broker_reset_runs_started_before_it_that_never_finished_are_lost(
+    session: Any,
+) -> None:
+    noticed = NOW - dt.timedelta(seconds=5)
+    cut_off = started_run(session, "cut-off", "stats@up", age=dt.timedelta(minutes=1))
+    later = started_run(session, "later", "stats@up", age=dt.timedelta(seconds=1))
+    session.commit()
+
+    report = recover_from_broker_reset(
+        session, f"{noticed.timestamp():.3f}:0123456789ab", None, NOW
+    )
+    session.commit()
+
+    assert report["runs_lost"] == 1
+    session.refresh(cut_off)
+    session.refresh(later)
+    assert (cut_off.status, later.status) == ("lost", "started")
+    assert cut_off.error == "its record was lost with Redis's data (broker reset)"

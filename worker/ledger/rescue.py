@@ -56,7 +56,7 @@ def rescue_stuck_tasks(
 
 
 def republish_after_broker_reset(session: Session, noticed_at: dt.datetime) -> int:
-    """Fresh messages for every pending row published before Redis lost its data."""
+    """Fresh messages for every row published or claimed before Redis lost its data."""
     republished = len(
         session.execute(SQL["republish_after_broker_reset"], {"noticed_at": noticed_at}).all()
     )

@@ -9,9 +9,12 @@ What can go wrong, and what answers it:
 
 - a message delivered twice (a republish racing its original, a redelivery): the second
   finds the row claimed or finished and does nothing;
-- the worker dies mid-task: Redis hands the message back (reject-on-worker-lost), and that
-  same message may resume its own ``processing`` row; if the whole worker host is gone,
-  ``cleanup.stuck_tasks`` puts the row back to ``pending`` once its time limit has passed;
+- the worker dies mid-task: Redis hands the message back (reject-on-worker-lost, or one
+  lease after a whole worker's death; ``worker.liveness``), and that same message may
+  resume its own ``processing`` row; ``cleanup.stuck_tasks`` also puts the row back to
+  ``pending`` once the worker's heartbeat has expired;
+- the run is cut off (the worker lost its broker connection and cancelled it): the row
+  goes back to ``pending`` for the message, which comes back unacknowledged;
 - the message is lost (Redis restarted without persistence): the row is still ``pending``
   and ``cleanup.stuck_tasks`` publishes it again;
 - a transient error (database, Redis): Celery's retry with backoff and jitter; the row
@@ -112,6 +115,12 @@ class LedgerTask(AutomationTask):
             self._settle(SQL["release_for_retry"], row_id, attempt, error=_describe(exc))
             raise
         except ClaimLostError:
+            raise
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # Stopped from outside (the worker lost its broker connection and cancelled
+            # the run, or is shutting down): not the task's failure. Its message was not
+            # acknowledged and comes back; the row waits for it.
+            self._settle(SQL["release_cut_off"], row_id, attempt, error=_describe(exc))
             raise
         except BaseException as exc:
             self._settle(SQL["fail"], row_id, attempt, error=_describe(exc))

@@ -8,7 +8,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from db.models import BrokerReset
+from db.queries import queries
 from worker.ledger.rescue import republish_after_broker_reset
+
+JOURNAL = queries("worker", "run_journal")
 
 
 def epoch_began(epoch: str) -> dt.datetime:
@@ -19,7 +22,8 @@ def epoch_began(epoch: str) -> dt.datetime:
 def recover_from_broker_reset(
     session: Session, epoch: str, detected_by: str | None, now: dt.datetime
 ) -> dict[str, int]:
-    """Fresh messages for the ledger's pending rows published before ``epoch`` began.
+    """Fresh messages for the ledger's rows published or claimed before ``epoch`` began,
+    and runs started before it that never finished marked ``lost``.
 
     Messages of other tasks that were waiting in Redis are gone without a trace: only
     their senders (beat's next slot, another service) can send them again. Idempotent: a
@@ -27,6 +31,9 @@ def recover_from_broker_reset(
     """
     noticed_at = epoch_began(epoch)
     republished = republish_after_broker_reset(session, noticed_at)
+    runs_lost = len(
+        session.execute(JOURNAL["mark_runs_lost_with_broker"], {"noticed_at": noticed_at}).all()
+    )
     session.execute(
         insert(BrokerReset)
         .values(
@@ -38,4 +45,4 @@ def recover_from_broker_reset(
         )
         .on_conflict_do_nothing(index_elements=["epoch"])
     )
-    return {"ledger_republished": republished}
+    return {"ledger_republished": republished, "runs_lost": runs_lost}
