@@ -9,6 +9,7 @@ tests/system/test_worker_loss.py.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +22,9 @@ from sqlalchemy.engine import make_url
 from db.models import BackgroundTask, BrokerReset, TaskRun, TaskRunCommit
 from tests import factories as f
 from worker import liveness
+from worker.recovery import census
 from worker.recovery.broker_reset import recover_from_broker_reset
+from worker.recovery.census import republish_unheld
 from worker.recovery.rescue import rescue
 from worker.settings import get_settings
 
@@ -253,3 +256,49 @@ def test_after_a_broker_reset_runs_started_before_it_that_never_finished_are_los
     session.refresh(later)
     assert (cut_off.status, later.status) == ("lost", "started")
     assert cut_off.error == "its record was lost with Redis's data (broker reset)"
+
+
+def test_the_census_republishes_only_rows_whose_message_redis_no_longer_holds(
+    session: Any, broker: redis_lib.Redis
+) -> None:
+    artist = f.artist(session)
+    published = NOW - dt.timedelta(minutes=2)
+    rows = {
+        where: BackgroundTask(
+            task_type="mood_detection",
+            track_id=f.track(session, artist).id,
+            enqueued_at=published,
+            celery_task_id=f"message-{where}",
+        )
+        for where in ("waiting", "held", "gone")
+    }
+    session.add_all(rows.values())
+    session.commit()
+    # What kombu keeps: a queue's list of envelopes, and the unacknowledged ones by tag.
+    broker.lpush("analysis:9", json.dumps({"headers": {"id": "message-waiting"}}))
+    broker.hset("unacked", "tag-1", json.dumps([{"headers": {"id": "message-held"}}, "", "x"]))
+
+    assert republish_unheld(session, broker, ["analysis"], NOW) == 1
+    session.commit()
+
+    for row in rows.values():
+        session.refresh(row)
+    assert rows["gone"].enqueued_at is None  # the dispatcher publishes it afresh
+    assert rows["waiting"].enqueued_at == rows["held"].enqueued_at == published
+
+
+def test_the_census_leaves_rows_alone_while_their_queue_is_too_long_to_read(
+    session: Any, broker: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(census, "CENSUS_MAX_MESSAGES", 1)
+    row = BackgroundTask(
+        task_type="mood_detection",
+        track_id=f.track(session, f.artist(session)).id,
+        enqueued_at=NOW - dt.timedelta(minutes=2),
+        celery_task_id="message-gone",
+    )
+    session.add(row)
+    session.commit()
+    broker.lpush("analysis", "{}", "{}")
+
+    assert republish_unheld(session, broker, ["analysis"], NOW) == 0

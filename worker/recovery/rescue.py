@@ -10,7 +10,9 @@ from sqlalchemy.orm import Session
 
 from db.queries import queries
 from worker import liveness
+from worker.ledger.enqueue import ledger_queues
 from worker.ledger.rescue import processing_hosts, rescue_stuck_tasks
+from worker.recovery.census import republish_unheld
 from worker.settings import Settings
 
 JOURNAL = queries("worker", "run_journal")
@@ -40,8 +42,9 @@ def rescue(
     now: dt.datetime,
     settings: Settings,
 ) -> dict[str, int]:
-    """Requeue or fail the ledger rows of dead workers, mark their runs ``lost``, and apply
-    the ledger's time-limit and lost-message rules; how many rows each rule moved."""
+    """Requeue or fail the ledger rows of dead workers, mark their runs ``lost``, publish
+    again rows whose message Redis lost (the census), and apply the ledger's time-limit
+    and lost-message rules; how many rows each rule moved."""
     hosts = processing_hosts(session) | set(session.scalars(JOURNAL["running_hosts"]))
     dead = dead_hosts(client, hosts, now.timestamp(), settings.worker_lease_seconds)
     moved = rescue_stuck_tasks(session, celery_app, now, settings, dead_hosts=dead)
@@ -50,4 +53,7 @@ def rescue(
         JOURNAL["mark_runs_of_dead_workers_lost"],
         {"dead_hosts": sorted(dead), "started_before": started_before},
     ).all()
-    return {**moved, "runs_lost": len(lost), "dead_workers": len(dead)}
+    unheld = (
+        0 if client is None else republish_unheld(session, client, ledger_queues(celery_app), now)
+    )
+    return {**moved, "unheld": unheld, "runs_lost": len(lost), "dead_workers": len(dead)}
