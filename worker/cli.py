@@ -191,6 +191,27 @@ def status(as_json: bool) -> None:
         click.echo(render_status(report))
 
 
+def _broker_lines(report: dict[str, Any]) -> list[str]:
+    lines = []
+    broker = report.get("broker")
+    if broker is not None:
+        kept = broker["persistence"] or "NOTHING: a restart loses every queued message"
+        workers = broker["workers_alive"]
+        lines.append(
+            f"broker:           keeps {kept}; {len(workers)} worker(s) alive"
+            + (f" ({', '.join(workers)})" if workers else "")
+        )
+    resets = report["broker_resets"]
+    if resets["total"]:
+        latest = resets["latest"]
+        lines.append(
+            f"broker resets:    {resets['total']}; latest {latest['detected_at']} "
+            f"(noticed by {latest['detected_by']}, {latest['ledger_republished']} ledger "
+            "row(s) published again)"
+        )
+    return lines
+
+
 def render_status(report: dict[str, Any]) -> str:
     def counts(mapping: dict[str, int]) -> str:
         return ", ".join(f"{k} {v}" for k, v in sorted(mapping.items())) or "none"
@@ -231,6 +252,7 @@ def render_status(report: dict[str, Any]) -> str:
         ),
         f"run journal:      {report.get('run_journal_waiting', 'unknown')} record(s) "
         "waiting for PostgreSQL",
+        *_broker_lines(report),
         "schedule:" if report["schedule"] else "schedule:         (no entries yet)",
     ]
     for entry in report["schedule"]:

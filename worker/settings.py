@@ -44,10 +44,6 @@ class Settings(BaseSettings):
         default=EMBEDDED_REDIS_URL,
         description="Redis: Celery broker, locks and shared rate limits.",
     )
-    broker_url: str | None = Field(
-        default=None,
-        description="Celery's broker, when not REDIS_URL: another redis:// or amqp:// (RabbitMQ).",
-    )
     timezone: str = Field(default="UTC", description="Timezone of the beat schedule.")
     data_dir: Path = Field(
         default=Path(".automation"),
@@ -187,15 +183,6 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis:// URL")
         return value
 
-    @field_validator("broker_url")
-    @classmethod
-    def _broker_url(cls, value: str | None) -> str | None:
-        if not value:  # compose passes an unset variable as ""
-            return None
-        if not value.startswith(("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://")):
-            raise ValueError("must be a redis:// or amqp:// URL")
-        return value
-
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -262,8 +249,9 @@ class Settings(BaseSettings):
 
     @property
     def broker(self) -> str:
-        """Celery's broker: BROKER_URL, else the Redis that holds everything else."""
-        return self.broker_url or self.redis_url
+        """Celery's broker: the Redis that holds everything else (a separate broker, such
+        as RabbitMQ, is not supported yet)."""
+        return self.redis_url
 
     @property
     def broker_is_redis(self) -> bool:

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from db.models import (
     Artist,
     BackgroundTask,
+    BrokerReset,
     DeadLetter,
     SmartPlaylist,
     TaskRun,
@@ -238,6 +239,33 @@ def test_dead_letters_are_counted(session: Any, app: Any) -> None:
     }
 
 
+def test_a_broker_reset_is_shown_with_what_was_published_again(session: Any, app: Any) -> None:
+    session.add(
+        BrokerReset(
+            epoch="1795566532.451:50df75dc76d9",
+            detected_at=NOW,
+            detected_by="default@w1",
+            ledger_republished=430,
+        )
+    )
+    session.commit()
+
+    report = build_status(session, app, NOW)
+
+    assert report["broker_resets"] == {
+        "total": 1,
+        "latest": {
+            "detected_at": NOW.isoformat(),
+            "detected_by": "default@w1",
+            "ledger_republished": 430,
+        },
+    }
+    assert (
+        f"broker resets:    1; latest {NOW.isoformat()} (noticed by default@w1, 430 ledger "
+        "row(s) published again)" in render_status({**report, "queues": {}})
+    )
+
+
 def test_the_status_command_prints_json_for_machines_with_queue_depths() -> None:
     outcome = CliRunner().invoke(main, ["status", "--json"])
 
@@ -245,6 +273,8 @@ def test_the_status_command_prints_json_for_machines_with_queue_depths() -> None
     report = json.loads(outcome.output)
     assert report["queues"]["default"] == 0
     assert set(report) >= {"background_tasks", "smart_playlists", "trending", "schedule"}
+    # Whether a restart of this Redis would lose its queues, and who is alive on it.
+    assert set(report["broker"]) == {"persistence", "workers_alive"}
 
 
 def test_the_status_command_prints_a_readable_summary() -> None:
