@@ -421,14 +421,21 @@ class Result:
             f"- load: {self.load}",
             f"- fault: {self.fault}",
             "- counts: " + ", ".join(f"{k} {v}" for k, v in self.counts.items()),
-            f"- rate before: {self.rate_before or 0:.1f}/s, after: {self.rate_after or 0:.1f}/s"
-            + ("" if share is None else f" ({share:.0%} of before)"),
-            f"- completions resumed {seconds(self.resumed_after)} after the stack was whole; "
-            f"every row done {seconds(self.all_done_after)} after the fault"
-            + (
-                ""
-                if self.in_flight_done_after is None
-                else f"; the rows a killed worker held, {seconds(self.in_flight_done_after)}"
+            *(
+                [f"- rate: {self.rate_after or 0:.1f} messages/s, sending included"]
+                if self.rate_before is None
+                else [
+                    f"- rate before: {self.rate_before:.1f}/s, after: {self.rate_after or 0:.1f}/s"
+                    + ("" if share is None else f" ({share:.0%} of before)"),
+                    f"- completions resumed {seconds(self.resumed_after)} after the stack was "
+                    f"whole; every row done {seconds(self.all_done_after)} after the fault"
+                    + (
+                        ""
+                        if self.in_flight_done_after is None
+                        else f"; the rows a killed worker held, "
+                        f"{seconds(self.in_flight_done_after)}"
+                    ),
+                ]
             ),
             f"- workers alive at the end: {self.workers_alive}",
             *(f"- {note}" for note in self.notes),
