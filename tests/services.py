@@ -69,7 +69,14 @@ def pytest_configure(config: pytest.Config) -> None:
     database_url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
     _state.update(admin=admin, database=name)
 
-    redis_lib.Redis.from_url(redis_url).flushdb()
+    client = redis_lib.Redis.from_url(redis_url)
+    client.flushdb()
+    # A new Redis, not one that lost its data: without an epoch the first worker to start
+    # would send cleanup.broker_reset, to run in the middle of some test.
+    from worker import liveness
+
+    liveness.new_epoch(client, time.time())
+    client.close()
     # Overrides whatever the unit tier's conftest or the shell set: these must answer.
     os.environ.update(DATABASE_URL=database_url, REDIS_URL=redis_url)
     from worker.settings import get_settings

@@ -123,7 +123,7 @@ VOLATILE_BROKER = (
     "Redis at %s keeps nothing across a restart (no append-only file, no snapshots): if it "
     "restarts, every queued message is lost. The ledger's work is published again from "
     "PostgreSQL; other queued tasks are gone until beat or their sender sends them again. "
-    "Run Redis with --appendonly yes (docker-compose.yml does), or use RabbitMQ."
+    "Run Redis with --appendonly yes (docker-compose.yml and automation up do)."
 )
 
 

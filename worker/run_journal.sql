@@ -149,3 +149,15 @@ SET status = CASE WHEN gone.committed_at IS NULL THEN 'lost' ELSE 'success' END,
 FROM gone
 WHERE r.id = gone.id
 RETURNING r.id
+
+-- name: fan_outs_cut_short
+-- Runs replaced by a fan-out (a chord) before Redis lost its data, whose fan-in never
+-- succeeded: the chord's parts and counter were in Redis. The fan-in runs under the
+-- replaced run's task id (Celery's replace), so a success with that id means it finished.
+SELECT DISTINCT ON (r.task_id) r.task_id, r.task_name, r.args_summary
+FROM task_runs AS r
+WHERE r.status = 'fanned_out' AND r.started_at < :noticed_at AND r.started_at > :since
+  AND NOT EXISTS (
+      SELECT 1 FROM task_runs AS s WHERE s.task_id = r.task_id AND s.status = 'success'
+  )
+ORDER BY r.task_id, r.started_at DESC

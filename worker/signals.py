@@ -27,6 +27,9 @@ from worker.run_journal import RunStart, describe_error, summarize, utcnow
 
 log = get_logger(__name__)
 
+# What Celery's Task.replace raises: the task goes on as the signature that replaced it.
+REPLACED = "Replaced by new task"
+
 # Celery states -> task_runs.status. None: the body was stopped from outside (the worker
 # cancelled it when the broker connection was lost, or a shutdown terminated it); the
 # message was not acknowledged and comes back.
@@ -83,6 +86,10 @@ def _record_finish(task_id: str, task: Any, retval: Any, state: str | None, **_:
     if run is None:
         return
     status = getattr(request, "run_outcome", None) or _STATUS.get(state, str(state).lower())
+    if isinstance(retval, Ignore) and retval.args == (REPLACED,):
+        # Replaced by other tasks (a chord's fan-out): its fan-in finishes under this
+        # run's task id, so a later success with the same id means the whole fan-out did.
+        status = "fanned_out"
     # Ignore (replaced by a chord) is Celery's control flow, not a failure.
     failed = isinstance(retval, BaseException) and not isinstance(retval, Ignore)
     fields = {

@@ -14,7 +14,7 @@ from db.session import session_scope
 from tasks.playlists.expiry import delete_expired_playlists
 from tasks.playlists.generation import Rules, generate_playlists
 from tests import factories as f
-from tests.support import wait_for
+from tests.support import runs_of, wait_for
 
 # Generation runs in sessions of its own (session_scope), as the task does.
 pytestmark = pytest.mark.committed
@@ -322,9 +322,23 @@ def test_generate_all_fans_out_over_workers_and_returns_counts_per_type(
     f.plays(session, listener, library["tracks"][(0, 0)], now - HOUR, now - 2 * HOUR)
     session.commit()
 
-    counts = app.send_task("playlists.generate_all", kwargs={"force": True}).get(timeout=90)
+    result = app.send_task("playlists.generate_all", kwargs={"force": True})
+    counts = result.get(timeout=90)
 
     assert counts["daily_mix"] == 2 and counts["cold_start"] == 1
+    # The fan-in runs under the fan-out's task id: a success with that id means the whole
+    # fan-out finished (what the recovery after a broker reset relies on).
+    runs = wait_for(
+        lambda: (
+            runs
+            if len(runs := [r for r in runs_of(session, result.id) if r.finished_at]) >= 2
+            else []
+        )
+    )
+    assert {(r.task_name, r.status) for r in runs} == {
+        ("playlists.generate_all", "fanned_out"),
+        ("playlists.add_up", "success"),
+    }
     session.expire_all()
     rows = session.execute(select(SmartPlaylist.user_id, SmartPlaylist.playlist_type)).all()
     assert (newcomer.id, "daily_mix") in rows and (listener.id, "daily_mix") in rows

@@ -8,6 +8,7 @@ tests/system/test_worker_loss.py.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
@@ -183,7 +184,7 @@ def test_rescue_marks_a_dead_workers_runs_lost_unless_their_work_committed(
 
 
 def test_after_a_broker_reset_rows_published_before_it_get_fresh_messages(
-    session: Any,
+    session: Any, app: Any
 ) -> None:
     noticed = NOW - dt.timedelta(seconds=5)
     artist = f.artist(session)
@@ -200,8 +201,8 @@ def test_after_a_broker_reset_rows_published_before_it_get_fresh_messages(
     session.commit()
     epoch = f"{noticed.timestamp():.3f}:0123456789ab"
 
-    first = recover_from_broker_reset(session, epoch, "default@w1", NOW)
-    second = recover_from_broker_reset(session, epoch, "default@w2", NOW)
+    first = recover_from_broker_reset(session, app, epoch, "default@w1", NOW)
+    second = recover_from_broker_reset(session, app, epoch, "default@w2", NOW)
     session.commit()
 
     assert first["ledger_republished"] == 1
@@ -219,7 +220,7 @@ def test_after_a_broker_reset_rows_published_before_it_get_fresh_messages(
     assert session.scalar(select(func.count()).select_from(BrokerReset)) == 1
 
 
-def test_after_a_broker_reset_rows_claimed_before_it_are_requeued(session: Any) -> None:
+def test_after_a_broker_reset_rows_claimed_before_it_are_requeued(session: Any, app: Any) -> None:
     # Their message went with Redis, and their run was cut off when its connection dropped.
     noticed = NOW - dt.timedelta(seconds=5)
     artist = f.artist(session)
@@ -228,7 +229,7 @@ def test_after_a_broker_reset_rows_claimed_before_it_are_requeued(session: Any) 
     after.started_at = noticed + dt.timedelta(seconds=1)
     session.commit()
 
-    recover_from_broker_reset(session, f"{noticed.timestamp():.3f}:0123456789ab", None, NOW)
+    recover_from_broker_reset(session, app, f"{noticed.timestamp():.3f}:0123456789ab", None, NOW)
     session.commit()
 
     session.refresh(before)
@@ -239,7 +240,7 @@ def test_after_a_broker_reset_rows_claimed_before_it_are_requeued(session: Any) 
 
 
 def test_after_a_broker_reset_runs_started_before_it_that_never_finished_are_lost(
-    session: Any,
+    session: Any, app: Any
 ) -> None:
     noticed = NOW - dt.timedelta(seconds=5)
     cut_off = started_run(session, "cut-off", "stats@up", age=dt.timedelta(minutes=1))
@@ -247,7 +248,7 @@ def test_after_a_broker_reset_runs_started_before_it_that_never_finished_are_los
     session.commit()
 
     report = recover_from_broker_reset(
-        session, f"{noticed.timestamp():.3f}:0123456789ab", None, NOW
+        session, app, f"{noticed.timestamp():.3f}:0123456789ab", None, NOW
     )
     session.commit()
 
@@ -302,3 +303,40 @@ def test_the_census_leaves_rows_alone_while_their_queue_is_too_long_to_read(
     broker.lpush("analysis", "{}", "{}")
 
     assert republish_unheld(session, broker, ["analysis"], NOW) == 0
+
+
+def test_after_a_broker_reset_a_fan_out_whose_fan_in_never_ran_is_sent_again(
+    session: Any, app: Any, redis_client: redis_lib.Redis
+) -> None:
+    noticed = NOW - dt.timedelta(seconds=5)
+    hour_ago = NOW - dt.timedelta(hours=1)
+    for task_id, status in (
+        ("cut-short", "fanned_out"),
+        ("done", "fanned_out"),
+        ("done", "success"),
+    ):
+        session.add(
+            TaskRun(
+                task_id=task_id,
+                task_name="playlists.generate_all",
+                status=status,
+                started_at=hour_ago,
+                args_summary=json.dumps({"args": [], "kwargs": {"force": True}}),
+            )
+        )
+    session.commit()
+
+    report = recover_from_broker_reset(
+        session, app, f"{noticed.timestamp():.3f}:0123456789ab", None, NOW
+    )
+    session.commit()  # published after the commit
+
+    assert report["fan_outs_restarted"] == 1
+    (raw,) = redis_client.lrange("playlists", 0, -1)
+    message = json.loads(raw)
+    args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+    assert (message["headers"]["task"], args, kwargs) == (
+        "playlists.generate_all",
+        [],
+        {"force": True},
+    )

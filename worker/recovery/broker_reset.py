@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import logging
 
+from celery import Celery
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from db.models import BrokerReset
 from db.queries import queries
 from worker.ledger.rescue import republish_after_broker_reset
+from worker.publishing import publish_after_commit
 
+log = logging.getLogger(__name__)
 JOURNAL = queries("worker", "run_journal")
+# A fan-out older than this is not restarted: its slot has passed (a daily job's next
+# run covers it).
+FAN_OUT_RESTART_WINDOW = dt.timedelta(hours=12)
 
 
 def epoch_began(epoch: str) -> dt.datetime:
@@ -19,11 +27,39 @@ def epoch_began(epoch: str) -> dt.datetime:
     return dt.datetime.fromtimestamp(float(epoch.split(":", maxsplit=1)[0]), dt.UTC)
 
 
+def restart_fan_outs(session: Session, celery_app: Celery, noticed_at: dt.datetime) -> int:
+    """Send again, by name and with the same arguments, every run whose fan-out Redis lost
+    before it finished; how many. Its parts are idempotent (each writes its share with an
+    upsert), so parts that did finish are only done again."""
+    restarted = 0
+    for run in session.execute(
+        JOURNAL["fan_outs_cut_short"],
+        {"noticed_at": noticed_at, "since": noticed_at - FAN_OUT_RESTART_WINDOW},
+    ):
+        try:
+            call = json.loads(run.args_summary or "")
+            args, kwargs = list(call["args"]), dict(call["kwargs"])
+        except (ValueError, KeyError, TypeError):
+            # Cut to the summary's length: its arguments cannot be known again.
+            log.error(
+                "fan-out %s[%s] was lost with Redis's data and cannot be restarted: its "
+                "arguments were not recorded whole; send it again by hand",
+                run.task_name,
+                run.task_id,
+            )
+            continue
+        publish_after_commit(session, celery_app.signature(run.task_name, args, kwargs))
+        log.warning("fan-out %s[%s] lost with Redis's data: sent again", run.task_name, run.task_id)
+        restarted += 1
+    return restarted
+
+
 def recover_from_broker_reset(
-    session: Session, epoch: str, detected_by: str | None, now: dt.datetime
+    session: Session, celery_app: Celery, epoch: str, detected_by: str | None, now: dt.datetime
 ) -> dict[str, int]:
     """Fresh messages for the ledger's rows published or claimed before ``epoch`` began,
-    and runs started before it that never finished marked ``lost``.
+    runs started before it that never finished marked ``lost``, and fan-outs cut short
+    (a chord whose state was in Redis) started again.
 
     Messages of other tasks that were waiting in Redis are gone without a trace: only
     their senders (beat's next slot, another service) can send them again. Idempotent: a
@@ -31,6 +67,7 @@ def recover_from_broker_reset(
     """
     noticed_at = epoch_began(epoch)
     republished = republish_after_broker_reset(session, noticed_at)
+    fan_outs = restart_fan_outs(session, celery_app, noticed_at)
     runs_lost = len(
         session.execute(JOURNAL["mark_runs_lost_with_broker"], {"noticed_at": noticed_at}).all()
     )
@@ -45,4 +82,8 @@ def recover_from_broker_reset(
         )
         .on_conflict_do_nothing(index_elements=["epoch"])
     )
-    return {"ledger_republished": republished, "runs_lost": runs_lost}
+    return {
+        "ledger_republished": republished,
+        "runs_lost": runs_lost,
+        "fan_outs_restarted": fan_outs,
+    }

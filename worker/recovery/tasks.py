@@ -30,4 +30,6 @@ def stuck_tasks(self: AutomationTask) -> dict[str, int]:
 def broker_reset(
     self: AutomationTask, epoch: Epoch, detected_by: Hostname | None = None
 ) -> dict[str, int]:
-    return recover_from_broker_reset(self.session, epoch, detected_by, dt.datetime.now(dt.UTC))
+    return recover_from_broker_reset(
+        self.session, self.app, epoch, detected_by, dt.datetime.now(dt.UTC)
+    )
