@@ -399,6 +399,7 @@ class Result:
     counts: dict[str, int]
     rate_before: float | None = None
     rate_after: float | None = None
+    rate_next: float | None = None
     resumed_after: float | None = None
     all_done_after: float | None = None
     in_flight_done_after: float | None = None
@@ -426,7 +427,13 @@ class Result:
                 if self.rate_before is None
                 else [
                     f"- rate before: {self.rate_before:.1f}/s, after: {self.rate_after or 0:.1f}/s"
-                    + ("" if share is None else f" ({share:.0%} of before)"),
+                    + ("" if share is None else f" ({share:.0%} of before)")
+                    + (
+                        ""
+                        if self.rate_next is None or not self.rate_before
+                        else f", in the next window {self.rate_next:.1f}/s "
+                        f"({self.rate_next / self.rate_before:.0%})"
+                    ),
                     f"- completions resumed {seconds(self.resumed_after)} after the stack was "
                     f"whole; every row done {seconds(self.all_done_after)} after the fault"
                     + (
@@ -488,6 +495,8 @@ def _rates(result: Result, sampler: Sampler, began: float, whole: float, window:
     result.resumed_after = None if resumed is None else max(0.0, resumed - whole)
     start = resumed if resumed is not None else whole
     result.rate_after = sampler.rate(start, start + window)
+    # The window after that: whether a dip right after recovery is only a catching-up.
+    result.rate_next = sampler.rate(start + window, start + 2 * window)
 
 
 def scenario_kill(stack: Stack, total: int, window: float, settle_timeout: float) -> Result:
@@ -748,6 +757,8 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=3.0)
     parser.add_argument("--report", type=Path)
     args = parser.parse_args()
+    # A SIGTERM (timeout, kill) unwinds like Ctrl-C, so the stack's processes are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     settle = max(600.0, 5 * args.lease)
     results: list[Result] = []
     with stack(args.lease) as made:
