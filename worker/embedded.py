@@ -181,6 +181,9 @@ class EmbeddedPostgres:
 class EmbeddedRedis:
     data_dir: Path
     port: int
+    # The stack's broker keeps its queues across a restart; a fault test may want one
+    # that keeps nothing, as a Redis run without persistence would.
+    keep_data: bool = True
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -208,7 +211,7 @@ class EmbeddedRedis:
                 str(directory),
                 # The broker's queues survive a restart: append-only file, fsync each second.
                 "--appendonly",
-                "yes",
+                "yes" if self.keep_data else "no",
                 "--save",
                 "",
                 "--logfile",
@@ -226,6 +229,12 @@ class EmbeddedRedis:
         _wait_until(answers, f"Redis on port {self.port}", self.log_file)
         client.close()
         return self.url()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is flushed."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
 
     def stop(self) -> None:
         if self._process is None or self._process.poll() is not None:

@@ -25,9 +25,8 @@ from cryptography.fernet import Fernet
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from tests.support import wait_for
+from tests.support import wait_for, wait_for_stack
 from worker.embedded import free_port
-from worker.queues import QUEUE_NAMES
 
 MARK = uuid.uuid4().hex[:10]
 DATABASE_PASSWORD = f"pg-{MARK}-password"  # trust authentication ignores it
@@ -65,15 +64,7 @@ def stack(app: Any, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], P
             start_new_session=True,
         )
     try:
-        expected = {f"{queue}@" for queue in QUEUE_NAMES}
-
-        def workers_answering() -> set[str]:
-            replies = app.control.ping(timeout=1.0) or []
-            names = {name.split("@")[0] + "@" for reply in replies for name in reply}
-            return names if names >= expected else set()
-
-        wait_for(workers_answering, timeout=90, interval=1)
-        wait_for(lambda: "Flower: http://127.0.0.1:" in log.read_text(), timeout=30)
+        wait_for_stack(app, log)
         yield up, log, port
     finally:
         if up.poll() is None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import psutil
 
-from tests.support import wait_for
+from tests.support import wait_for, wait_for_stack
 from worker.embedded import free_port
 from worker.queues import QUEUE_NAMES
 
@@ -31,15 +31,7 @@ def test_up_runs_a_worker_per_queue_beat_and_flower_and_ctrl_c_stops_them_all(
             stderr=subprocess.STDOUT,
         )
     try:
-        expected = {f"{queue}@" for queue in QUEUE_NAMES}
-
-        def workers_answering() -> set[str]:
-            replies = app.control.ping(timeout=1.0) or []
-            names = {name.split("@")[0] + "@" for reply in replies for name in reply}
-            return names if names >= expected else set()
-
-        wait_for(workers_answering, timeout=90, interval=1)
-        wait_for(lambda: "Flower: http://127.0.0.1:" in log.read_text(), timeout=30)
+        wait_for_stack(app, log)
         wait_for(
             lambda: (
                 (tmp_path / "celerybeat-schedule").exists()
