@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_PREFIX = "automation:worker:"
 EPOCH_KEY = "automation:broker:epoch"
-# The task that answers a new epoch (registered in worker.ledger.tasks).
+# The task that answers a new epoch (registered in worker.recovery.tasks).
 BROKER_RESET_TASK = "cleanup.broker_reset"
 # Stamps per lease: a worker may miss all but one and keep its messages.
 STAMPS_PER_LEASE = 6

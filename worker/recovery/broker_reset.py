@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from typing import Any
 
 from celery import Celery
 from sqlalchemy.dialects.postgresql import insert
@@ -27,18 +28,20 @@ def epoch_began(epoch: str) -> dt.datetime:
     return dt.datetime.fromtimestamp(float(epoch.split(":", maxsplit=1)[0]), dt.UTC)
 
 
-def restart_fan_outs(session: Session, celery_app: Celery, noticed_at: dt.datetime) -> int:
-    """Send again, by name and with the same arguments, every run whose fan-out Redis lost
-    before it finished; how many. Its parts are idempotent (each writes its share with an
-    upsert), so parts that did finish are only done again."""
-    restarted = 0
+def fan_outs_cut_short(
+    session: Session, noticed_at: dt.datetime
+) -> list[tuple[str, list[Any], dict[str, Any]]]:
+    """(task name, args, kwargs) of every run whose fan-out Redis lost before it finished:
+    replaced by a chord in the last ``FAN_OUT_RESTART_WINDOW`` and never followed by its
+    fan-in's success."""
+    calls = []
     for run in session.execute(
         JOURNAL["fan_outs_cut_short"],
         {"noticed_at": noticed_at, "since": noticed_at - FAN_OUT_RESTART_WINDOW},
     ):
         try:
             call = json.loads(run.args_summary or "")
-            args, kwargs = list(call["args"]), dict(call["kwargs"])
+            calls.append((run.task_name, list(call["args"]), dict(call["kwargs"])))
         except (ValueError, KeyError, TypeError):
             # Cut to the summary's length: its arguments cannot be known again.
             log.error(
@@ -47,11 +50,18 @@ def restart_fan_outs(session: Session, celery_app: Celery, noticed_at: dt.dateti
                 run.task_name,
                 run.task_id,
             )
-            continue
-        publish_after_commit(session, celery_app.signature(run.task_name, args, kwargs))
-        log.warning("fan-out %s[%s] lost with Redis's data: sent again", run.task_name, run.task_id)
-        restarted += 1
-    return restarted
+    return calls
+
+
+def restart_fan_outs(session: Session, celery_app: Celery, noticed_at: dt.datetime) -> int:
+    """Send again, by name and with the same arguments, every fan-out cut short; how many.
+    Its parts are idempotent (each writes its share with an upsert), so parts that did
+    finish are only done again."""
+    calls = fan_outs_cut_short(session, noticed_at)
+    for name, args, kwargs in calls:
+        publish_after_commit(session, celery_app.signature(name, args, kwargs))
+        log.warning("fan-out %s lost with Redis's data: sent again", name)
+    return len(calls)
 
 
 def recover_from_broker_reset(
