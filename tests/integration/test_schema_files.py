@@ -55,6 +55,10 @@ _CATALOG: dict[str, str] = {
         FROM pg_constraint k
         LEFT JOIN pg_class c ON c.oid = k.conrelid
         WHERE k.connamespace = 'public'::regnamespace
+          -- PostgreSQL 18 also keeps each NOT NULL as a constraint; the column lines say
+          -- it already, and the snapshot must not depend on the server's version (the
+          -- embedded server is 18, the machine's 15).
+          AND k.contype <> 'n'
     """,
     "index": """
         SELECT tablename || '.' || indexname, indexdef
