@@ -3,7 +3,7 @@
 kombu's Redis transport takes a message with BRPOP and only afterwards records it as
 unacknowledged; the reply may sit in a busy worker's socket for a while. A worker killed
 in between takes the message with it, and nothing in Redis remembers it (seen here: one
-row in 400 under repeated SIGKILLs). The ledger still has the row, ``pending``, with its
+row in a run of 400 with three SIGKILLs). The ledger still has the row, ``pending``, with its
 message's id. The census finds such rows: published a while ago, still pending, and their
 message id neither waiting in a queue nor held unacknowledged by any worker.
 
