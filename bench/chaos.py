@@ -433,22 +433,22 @@ def _run_ledger_scenario(
     total: int,
     fault: Callable[[], str],
     settle_timeout: float,
-    extra: Callable[[], None] | None = None,
+    after: Callable[[], None] | None = None,
 ) -> tuple[Sampler, float, float, float, str]:
-    """Start two workers, add ``total`` rows, call ``fault`` at a quarter done; returns
-    the sampler, when the fault began, when the stack was whole again, when every row was
-    done, and what the fault was."""
+    """Start two workers, add ``total`` rows, call ``fault`` at a quarter done, then
+    ``after`` (more faults, later in the run); returns the sampler, when the fault began,
+    when the stack was whole again, when every row was done, and what the fault was."""
     stack.start_worker()
     stack.start_worker()
     sampler = Sampler(lambda: ledger_state(stack).completed)
     sampler.start()
     add_ledger_rows(stack, total)
-    if extra is not None:
-        extra()
     wait_until(lambda: ledger_state(stack).completed >= total // 4, settle_timeout, "a quarter")
     began = time.monotonic()
     description = fault()
     whole = time.monotonic()
+    if after is not None:
+        after()
     done = wait_until(
         lambda: ledger_state(stack).completed >= total, settle_timeout, "every row done"
     )
@@ -469,7 +469,7 @@ def _rates(result: Result, sampler: Sampler, began: float, whole: float, window:
 
 def scenario_kill(stack: Stack, total: int, window: float, settle_timeout: float) -> Result:
     """Whole workers and single children SIGKILLed under a ledger backlog."""
-    held: dict[str, set[int]] = {}
+    held: list[tuple[set[int], float]] = []  # each killed host's rows, and when it died
     kills: list[str] = []
 
     def kill_host(worker: Worker) -> None:
@@ -483,26 +483,20 @@ def scenario_kill(stack: Stack, total: int, window: float, settle_timeout: float
         stack.start_worker()  # a supervisor's restart, with a new identity
         kills.append(f"host {worker.hostname} (held {len(rows)} rows)")
 
-    held: list[tuple[set[int], float]] = []
-    stack.start_worker()
-    stack.start_worker()
-    sampler = Sampler(lambda: ledger_state(stack).completed)
-    sampler.start()
-    add_ledger_rows(stack, total)
-    wait_until(lambda: ledger_state(stack).completed >= total // 4, settle_timeout, "a quarter")
-    began = time.monotonic()
-    kill_host(stack.workers[0])
-    whole = time.monotonic()
-    wait_until(lambda: ledger_state(stack).completed >= total // 2, settle_timeout, "half")
-    stack.workers[-1].kill_child()
-    kills.append("one child of a worker")
-    wait_until(lambda: ledger_state(stack).completed >= 3 * total // 4, settle_timeout, "3/4")
-    kill_host(stack.workers[0])
-    done = wait_until(
-        lambda: ledger_state(stack).completed >= total, settle_timeout, "every row done"
+    def first_kill() -> str:
+        kill_host(stack.workers[0])
+        return kills[0]
+
+    def later_kills() -> None:
+        wait_until(lambda: ledger_state(stack).completed >= total // 2, settle_timeout, "half")
+        stack.workers[-1].kill_child()
+        kills.append("one child of a worker")
+        wait_until(lambda: ledger_state(stack).completed >= 3 * total // 4, settle_timeout, "3/4")
+        kill_host(stack.workers[0])
+
+    sampler, began, whole, done, _ = _run_ledger_scenario(
+        stack, total, first_kill, settle_timeout, after=later_kills
     )
-    time.sleep(1.0)
-    sampler.stop()
     result = Result(
         "kill",
         f"{total} ledger rows (chaos.work), 2 workers x 2 children",

@@ -38,7 +38,7 @@ TASK_MODULES = [
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Production settings; a comment says why wherever a line is not self-evident."""
     return {
-        "broker_url": settings.broker,
+        "broker_url": settings.redis_url,
         # kombu's Redis transport, but a malformed envelope becomes a dead letter instead
         # of stopping the worker or vanishing (worker/transport.py).
         "broker_transport": "worker.transport:Transport",

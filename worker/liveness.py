@@ -232,7 +232,9 @@ class Lease(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery ships no t
         settings = get_settings()
         # A client of its own, with timeouts: a connection stuck on a dead link must not
         # stop the renewals for good once the link is back.
-        client = redis.Redis.from_url(settings.broker, socket_connect_timeout=5, socket_timeout=10)
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=5, socket_timeout=10
+        )
         if not self._warned:
             self._warned = True
             if persistence(client) is None:

@@ -18,13 +18,3 @@ def get_redis() -> redis.Redis:
     return redis.Redis.from_url(
         get_settings().redis_url, socket_connect_timeout=5, socket_timeout=10
     )
-
-
-@functools.cache
-def get_broker_redis() -> redis.Redis | None:
-    """The broker's Redis (where workers keep heartbeats and the epoch), or None when the
-    broker is not Redis."""
-    settings = get_settings()
-    if not settings.broker_is_redis:
-        return None
-    return redis.Redis.from_url(settings.broker, socket_connect_timeout=5, socket_timeout=10)

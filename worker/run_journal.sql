@@ -108,44 +108,26 @@ DELETE FROM task_runs WHERE id IN (SELECT id FROM old)
 SELECT DISTINCT worker_host FROM task_runs
 WHERE status = 'started' AND worker_host IS NOT NULL
 
--- name: mark_runs_of_dead_workers_lost
--- Their worker stopped renewing its lease: the run died with it. One whose transaction
--- committed did its work: a success. A finish that turns up later (drained late) still
--- wins, since a finish outranks lost.
+-- name: mark_unfinished_runs_lost
+-- Runs started before :started_before that never finished here, on the workers in
+-- :hosts (NULL: on any): their worker stopped renewing its lease, or Redis lost its data
+-- and with it their records. One whose transaction committed did its work: a success.
+-- A finish that turns up later (drained late) still wins, since a finish outranks lost.
+-- :reason may name the worker with %s.
 WITH gone AS (
     SELECT r.id, c.committed_at
     FROM task_runs AS r
     LEFT JOIN task_run_commits AS c ON c.run_key = r.run_key
-    WHERE r.status = 'started' AND r.worker_host = ANY(CAST(:dead_hosts AS text[]))
-      AND r.started_at < :started_before
+    WHERE r.status = 'started' AND r.started_at < :started_before
+      AND (CAST(:hosts AS text[]) IS NULL OR r.worker_host = ANY(CAST(:hosts AS text[])))
 )
 UPDATE task_runs AS r
 SET status = CASE WHEN gone.committed_at IS NULL THEN 'lost' ELSE 'success' END,
     committed_at = gone.committed_at,
     error = coalesce(r.error, CASE WHEN gone.committed_at IS NULL
-                                   THEN format('its worker %s stopped renewing its lease '
-                                               '(presumed dead)', r.worker_host)
+                                   THEN format(CAST(:reason AS text), r.worker_host)
                                    ELSE 'its worker died after its transaction committed'
                               END)
-FROM gone
-WHERE r.id = gone.id
-RETURNING r.id
-
--- name: mark_runs_lost_with_broker
--- Redis lost its data, and with it the journal's entries not yet drained: runs started
--- before the loss was noticed that never finished here were cut off, or finished with
--- their record lost. Either way their outcome is unknown: lost (success if their work
--- committed). A finish that does arrive later still wins.
-WITH gone AS (
-    SELECT r.id, c.committed_at
-    FROM task_runs AS r
-    LEFT JOIN task_run_commits AS c ON c.run_key = r.run_key
-    WHERE r.status = 'started' AND r.started_at < :noticed_at
-)
-UPDATE task_runs AS r
-SET status = CASE WHEN gone.committed_at IS NULL THEN 'lost' ELSE 'success' END,
-    committed_at = gone.committed_at,
-    error = coalesce(r.error, 'its record was lost with Redis''s data (broker reset)')
 FROM gone
 WHERE r.id = gone.id
 RETURNING r.id

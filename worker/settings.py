@@ -248,16 +248,6 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def broker(self) -> str:
-        """Celery's broker: the Redis that holds everything else (a separate broker, such
-        as RabbitMQ, is not supported yet)."""
-        return self.redis_url
-
-    @property
-    def broker_is_redis(self) -> bool:
-        return self.broker.startswith(("redis://", "rediss://", "unix://"))
-
-    @property
     def spotify_configured(self) -> bool:
         """An app to talk to Spotify as (compose passes unset variables as "")."""
         secret = self.spotify_client_secret

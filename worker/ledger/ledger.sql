@@ -135,16 +135,12 @@ WHERE status = 'processing' AND attempts < :max_attempts
        OR (worker_host = ANY(CAST(:dead_hosts AS text[])) AND started_at < :claimed_before))
 RETURNING id
 
--- name: pending_published_before
--- Rows waiting for a message published before :before: the census (worker/recovery)
--- checks that Redis still holds it.
-SELECT id, celery_task_id FROM background_tasks
-WHERE status = 'pending' AND enqueued_at < :before
-
--- name: republish_rows
--- Their message is nowhere in Redis: a fresh one, from the dispatcher.
+-- name: republish_unheld
+-- Pending rows whose message, published before :before, is not among the message ids
+-- Redis holds (:held, the census in worker/recovery): a fresh one, from the dispatcher.
 UPDATE background_tasks SET enqueued_at = NULL
-WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'pending' AND enqueued_at < :before
+WHERE status = 'pending' AND enqueued_at < :before
+  AND (celery_task_id IS NULL OR NOT (celery_task_id = ANY(CAST(:held AS text[]))))
 RETURNING id
 
 -- name: processing_hosts

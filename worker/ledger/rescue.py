@@ -51,7 +51,7 @@ def rescue_stuck_tasks(
         session.execute(SQL["requeue_lost_messages"], {"lost_before": lost_before}).all()
     )
     if requeued or republished:
-        _wake_dispatcher(session)
+        wake_dispatcher(session)
     return {"failed": failed, "requeued": requeued, "republished": republished}
 
 
@@ -61,10 +61,10 @@ def republish_after_broker_reset(session: Session, noticed_at: dt.datetime) -> i
         session.execute(SQL["republish_after_broker_reset"], {"noticed_at": noticed_at}).all()
     )
     if republished:
-        _wake_dispatcher(session)
+        wake_dispatcher(session)
     return republished
 
 
-def _wake_dispatcher(session: Session) -> None:
+def wake_dispatcher(session: Session) -> None:
     # Sent at commit: the dispatcher (worker.ledger.outbox) publishes the rows it finds.
     session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": channels.BACKGROUND_TASKS})

@@ -79,7 +79,14 @@ def recover_from_broker_reset(
     republished = republish_after_broker_reset(session, noticed_at)
     fan_outs = restart_fan_outs(session, celery_app, noticed_at)
     runs_lost = len(
-        session.execute(JOURNAL["mark_runs_lost_with_broker"], {"noticed_at": noticed_at}).all()
+        session.execute(
+            JOURNAL["mark_unfinished_runs_lost"],
+            {
+                "hosts": None,
+                "started_before": noticed_at,
+                "reason": "its record was lost with Redis's data (broker reset)",
+            },
+        ).all()
     )
     session.execute(
         insert(BrokerReset)

@@ -21,10 +21,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from db import channels
+from worker.ledger.rescue import wake_dispatcher
 from worker.ledger.task import SQL
 from worker.queues import redis_keys
 
@@ -79,15 +78,9 @@ def republish_unheld(
     if held is None:
         return 0
     before = now - dt.timedelta(seconds=CENSUS_GRACE_SECONDS)
-    pending = session.execute(SQL["pending_published_before"], {"before": before}).all()
-    missing = [row.id for row in pending if row.celery_task_id not in held]
-    if not missing:
-        return 0
     republished = len(
-        session.execute(SQL["republish_rows"], {"ids": missing, "before": before}).all()
+        session.execute(SQL["republish_unheld"], {"held": sorted(held), "before": before}).all()
     )
     if republished:
-        session.execute(
-            text("SELECT pg_notify(:channel, '')"), {"channel": channels.BACKGROUND_TASKS}
-        )
+        wake_dispatcher(session)
     return republished

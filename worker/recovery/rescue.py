@@ -19,15 +19,13 @@ JOURNAL = queries("worker", "run_journal")
 
 
 def dead_hosts(
-    client: redis.Redis | None, hosts: set[str], now: float, lease_seconds: float
+    client: redis.Redis, hosts: set[str], now: float, lease_seconds: float
 ) -> frozenset[str]:
-    """Which of ``hosts`` have no live heartbeat, when heartbeats can be believed.
-
-    Not at all without a Redis broker (RabbitMQ redelivers on its own), nor within one
-    lease of a new epoch: Redis lost its data, heartbeats included, and live workers have
-    not all written theirs again yet.
+    """Which of ``hosts`` have no live heartbeat, when heartbeats can be believed: not
+    within one lease of a new epoch (Redis lost its data, heartbeats included, and live
+    workers have not all written theirs again yet).
     """
-    if client is None or not hosts:
+    if not hosts:
         return frozenset()
     age = liveness.epoch_age(client, now)
     if age is None or age < lease_seconds:
@@ -38,7 +36,7 @@ def dead_hosts(
 def rescue(
     session: Session,
     celery_app: Celery,
-    client: redis.Redis | None,
+    client: redis.Redis,
     now: dt.datetime,
     settings: Settings,
 ) -> dict[str, int]:
@@ -50,10 +48,12 @@ def rescue(
     moved = rescue_stuck_tasks(session, celery_app, now, settings, dead_hosts=dead)
     started_before = now - dt.timedelta(seconds=settings.worker_lease_seconds)
     lost = session.execute(
-        JOURNAL["mark_runs_of_dead_workers_lost"],
-        {"dead_hosts": sorted(dead), "started_before": started_before},
+        JOURNAL["mark_unfinished_runs_lost"],
+        {
+            "hosts": sorted(dead),
+            "started_before": started_before,
+            "reason": "its worker %s stopped renewing its lease (presumed dead)",
+        },
     ).all()
-    unheld = (
-        0 if client is None else republish_unheld(session, client, ledger_queues(celery_app), now)
-    )
+    unheld = republish_unheld(session, client, ledger_queues(celery_app), now)
     return {**moved, "unheld": unheld, "runs_lost": len(lost), "dead_workers": len(dead)}

@@ -12,7 +12,7 @@ from worker.base_task import AutomationTask
 from worker.celery_app import app
 from worker.recovery.broker_reset import recover_from_broker_reset
 from worker.recovery.rescue import rescue
-from worker.redis_client import get_broker_redis
+from worker.redis_client import get_redis
 from worker.settings import get_settings
 
 Epoch = Annotated[str, Field(strict=True, pattern=r"^\d+(\.\d+)?:[0-9a-f]+$", max_length=64)]
@@ -21,9 +21,7 @@ Hostname = Annotated[str, Field(strict=True, max_length=255)]
 
 @app.task(name="cleanup.stuck_tasks", bind=True)
 def stuck_tasks(self: AutomationTask) -> dict[str, int]:
-    return rescue(
-        self.session, self.app, get_broker_redis(), dt.datetime.now(dt.UTC), get_settings()
-    )
+    return rescue(self.session, self.app, get_redis(), dt.datetime.now(dt.UTC), get_settings())
 
 
 @app.task(name="cleanup.broker_reset", bind=True)
