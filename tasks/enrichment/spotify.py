@@ -16,8 +16,9 @@ this module decides:
 - 401 (the app token expired early or was revoked): forget the shared token, fetch a new
   one, try once more.
 
-The app's client-credentials token is shared through Redis (spotipy's RedisCacheHandler):
-one token for every worker, renewed a minute before it expires.
+The app's client-credentials token is shared through Redis: one token for every worker,
+renewed a minute before it expires, sealed (``SealedTokenCache``) so that whoever can read
+Redis cannot call Spotify as us.
 
 Batch endpoints (``/tracks?ids=``, ``/artists?ids=``) were removed for development-mode
 apps in 2026 and answer 403; apps with extended quota keep them. The first 403 switches
@@ -26,7 +27,9 @@ that endpoint to single-item calls for the rest of the process's life.
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 import logging
 import random
 import time
@@ -37,7 +40,10 @@ from typing import Any, TypeVar
 import redis
 import requests
 import spotipy
-from spotipy.cache_handler import RedisCacheHandler
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from spotipy.cache_handler import CacheHandler
 
 from worker.errors import PermanentError
 from worker.rate_limit import RateLimitWaitTooLong, SharedRateLimiter, Wait
@@ -65,6 +71,47 @@ LIMITER_NAME = "spotify"
 
 # Batch endpoints that answered 403 in this process: single-item calls from then on.
 _removed_batch_endpoints: set[str] = set()
+
+
+class SealedTokenCache(CacheHandler):
+    """spotipy's token cache in Redis, encrypted and expiring with the token.
+
+    The key is derived from the client secret: the token is worth exactly what the secret
+    is (anyone holding the secret can mint one), so sealing it under the secret needs no
+    key of its own, and a new secret simply makes the old token unreadable, hence fetched
+    again. A value that does not decrypt or parse is treated as no token.
+    """
+
+    def __init__(self, client: redis.Redis, key: str, client_secret: str) -> None:
+        self._redis = client
+        self._key = key
+        derived = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"spotify app token cache"
+        ).derive(client_secret.encode())
+        self._fernet = Fernet(base64.urlsafe_b64encode(derived))
+
+    def get_cached_token(self) -> dict[str, Any] | None:
+        try:
+            sealed = self._redis.get(self._key)
+        except redis.RedisError as exc:
+            log.warning("reading the shared Spotify app token failed: %s", exc)
+            return None
+        if not sealed:
+            return None
+        try:
+            token: dict[str, Any] = json.loads(self._fernet.decrypt(sealed))
+        except (InvalidToken, ValueError):
+            return None
+        return token
+
+    def save_token_to_cache(self, token_info: dict[str, Any]) -> None:
+        sealed = self._fernet.encrypt(json.dumps(token_info).encode())
+        # Kept no longer than the token lives: an expired one is of use to nobody.
+        lifetime = max(1, int(token_info.get("expires_at", 0) - time.time()))
+        try:
+            self._redis.set(self._key, sealed, ex=lifetime)
+        except redis.RedisError as exc:
+            log.warning("storing the shared Spotify app token failed: %s", exc)
 
 
 class SpotifyPausedError(Exception):
@@ -122,7 +169,7 @@ class SpotifyCatalog:
         self._credentials = spotipy.SpotifyClientCredentials(
             client_id=settings.spotify_client_id,
             client_secret=secret.get_secret_value(),
-            cache_handler=RedisCacheHandler(redis_client, key=APP_TOKEN_KEY),
+            cache_handler=SealedTokenCache(redis_client, APP_TOKEN_KEY, secret.get_secret_value()),
             requests_session=http,
             requests_timeout=settings.spotify_request_timeout_seconds,
         )

@@ -392,6 +392,43 @@ def test_an_expired_app_token_is_renewed_and_the_request_retried(
     assert statuses(session) == {"matched": 2}
 
 
+def test_the_shared_app_token_is_sealed_in_redis_and_expires_with_the_token(
+    standin: SpotifyStandIn, run: Runner, redis_client: redis.Redis
+) -> None:
+    add_song(standin, "Band", "Song")
+
+    run.catalog().search_tracks("track:Song artist:Band")
+
+    (sent,) = {r.token for r in standin.recorded("/v1/search")}
+    assert sent is not None
+    stored = redis_client.get(APP_TOKEN_KEY)
+    assert stored is not None and sent.encode() not in stored
+    assert 3500 < redis_client.ttl(APP_TOKEN_KEY) <= 3600
+
+
+def test_a_sealed_app_token_is_shared_by_the_next_client(
+    standin: SpotifyStandIn, run: Runner
+) -> None:
+    add_song(standin, "Band", "Song")
+    run.catalog().search_tracks("track:Song artist:Band")
+
+    run.catalog().search_tracks("track:Song artist:Band")
+
+    assert len(standin.recorded("/api/token")) == 1
+    assert len({r.token for r in standin.recorded("/v1/search")}) == 1
+
+
+def test_an_app_token_sealed_under_another_secret_is_fetched_again(
+    standin: SpotifyStandIn, run: Runner, redis_client: redis.Redis
+) -> None:
+    add_song(standin, "Band", "Song")
+    redis_client.set(APP_TOKEN_KEY, b"sealed under a secret since replaced")
+
+    run.catalog().search_tracks("track:Song artist:Band")
+
+    assert [r.status for r in standin.recorded("/api/token")] == [200]
+
+
 # -- errors: 429, 5xx ------------------------------------------------------------------------
 
 
