@@ -73,7 +73,7 @@ LIMITER_NAME = "spotify"
 _removed_batch_endpoints: set[str] = set()
 
 
-class SealedTokenCache(CacheHandler):
+class SealedTokenCache(CacheHandler):  # type: ignore[misc]  # spotipy ships no types
     """spotipy's token cache in Redis, encrypted and expiring with the token.
 
     The key is derived from the client secret: the token is worth exactly what the secret
