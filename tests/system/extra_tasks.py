@@ -10,6 +10,9 @@ import os
 import time
 from typing import Any
 
+from sqlalchemy import text
+
+from db.session import get_engine
 from worker.celery_app import app
 from worker.ledger import LedgerTask
 
@@ -37,3 +40,23 @@ def sleep(self: Any, seconds: float, redelivered_seconds: float = 0.0) -> str:
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     time.sleep(redelivered_seconds if redelivered else seconds)
     return self.request.hostname
+
+
+@app.task(name="analysis.test_lose_claim", bind=True, base=LedgerTask)
+def lose_claim(self: LedgerTask, track_id: int, background_task_id: int | None = None) -> str:
+    """Change the track's title, but not before the row was taken from this run, as the
+    rescue does to a worker presumed dead and a second message then does (another
+    connection: the run's own transaction cannot see it)."""
+    with get_engine().begin() as other:
+        other.execute(
+            text(
+                "UPDATE background_tasks SET celery_task_id = 'the second message', "
+                "attempts = attempts + 1 WHERE id = :id"
+            ),
+            {"id": background_task_id},
+        )
+    self.session.execute(
+        text("UPDATE tracks SET title = 'written by a run that lost its claim' WHERE id = :id"),
+        {"id": track_id},
+    )
+    return "done"

@@ -125,6 +125,34 @@ def test_a_task_whose_body_writes_nothing_completes_its_row(session: Any, app: A
     assert [(run.status, run.committed_at is not None) for run in finished] == [("success", True)]
 
 
+def test_a_run_whose_claim_was_taken_discards_its_work_and_is_recorded_lost(
+    session: Any, app: Any
+) -> None:
+    track = f.track(session, f.artist(session), title="Original")
+    session.execute(text("DELETE FROM background_tasks"))
+    row_id = session.scalar(
+        text(
+            "INSERT INTO background_tasks (task_type, track_id) "
+            "VALUES ('test_lose_claim', :track) RETURNING id"
+        ),
+        {"track": track.id},
+    )
+    session.commit()
+
+    with worker_process(app, "analysis", app_module="tests.system.extra_tasks"):
+        (run,) = wait_for(lambda: len(got := finished_analysis_runs(session)) == 1 and got)
+
+    session.expire_all()
+    row = session.get(BackgroundTask, row_id)
+    assert row is not None
+    # The second message owns the row now; the late run's completion and write are undone.
+    assert (row.status, row.celery_task_id) == ("processing", "the second message")
+    assert session.scalar(text("SELECT title FROM tracks WHERE id = :id"), {"id": track.id}) == (
+        "Original"
+    )
+    assert (run.status, run.error, run.committed_at) == ("lost", None, None)
+
+
 def test_a_message_delivered_twice_does_the_work_once(session: Any, app: Any, clicks: str) -> None:
     track = f.track(session, f.artist(session), audio_path=clicks, genre="rock")
     session.execute(text("DELETE FROM background_tasks"))  # only the row made below

@@ -35,7 +35,7 @@ from typing import Any, TypeVar, cast
 
 import psycopg
 from celery import Celery
-from celery.exceptions import Retry
+from celery.exceptions import Ignore, Retry
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -114,8 +114,14 @@ class LedgerTask(AutomationTask):
         except Retry as exc:
             self._settle(SQL["release_for_retry"], row_id, attempt, error=_describe(exc))
             raise
-        except ClaimLostError:
-            raise
+        except ClaimLostError as exc:
+            # This run was presumed dead (its worker stalled or was cut off past its lease)
+            # and the row went to another run; its work was rolled back. Expected after a
+            # partition, so not a failure: the run is recorded lost, the stale message is
+            # acknowledged, and the row's own run goes on untouched.
+            log.warning("%s[%s]: %s", self.name, self.request.id, exc)
+            self.request.run_outcome = "lost"
+            raise Ignore(str(exc)) from None
         except (SystemExit, KeyboardInterrupt) as exc:
             # Stopped from outside (the worker lost its broker connection and cancelled
             # the run, or is shutting down): not the task's failure. Its message was not
