@@ -3,28 +3,61 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine
+import psycopg
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import ExceptionContext
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.settings import get_settings
 
 
 def make_engine(
-    url: str, pool_pre_ping: bool = True, options: str | None = None, **kwargs: object
+    url: str,
+    pool_pre_ping: bool = True,
+    options: str | None = None,
+    idle_in_transaction_seconds: float | None = None,
+    **kwargs: object,
 ) -> Engine:
-    """``options``: server settings for every connection (libpq's ``options``)."""
+    """``options``: server settings for every connection (libpq's ``options``).
+
+    ``idle_in_transaction_seconds`` (default: two worker leases): the server ends a session
+    that sits this long inside a transaction without a word. That is a client cut off by
+    the network, or stalled, mid-transaction: the server cannot tell it from a slow one and
+    would keep its row locks for as long as TCP takes to notice (hours, with the kernel's
+    defaults), stalling whatever needs those rows, the rescue of the very work it held
+    included. Past two leases its worker is presumed dead and its work is done elsewhere.
+    """
+    if idle_in_transaction_seconds is None:
+        idle_in_transaction_seconds = 2 * get_settings().worker_lease_seconds
+    server = (
+        f"-c idle_in_transaction_session_timeout={math.ceil(idle_in_transaction_seconds * 1000)}"
+    )
     connect_args: dict[str, object] = {
         # Fail fast when the database is unreachable, so the task's retry policy (not a
         # hung worker slot) deals with it.
         "connect_timeout": 5,
         "application_name": "music-automation",
+        "options": f"{server} {options}" if options else server,
     }
-    if options:
-        connect_args["options"] = options
-    return create_engine(url, pool_pre_ping=pool_pre_ping, connect_args=connect_args, **kwargs)
+    engine = create_engine(url, pool_pre_ping=pool_pre_ping, connect_args=connect_args, **kwargs)
+    event.listen(engine, "handle_error", _ended_by_the_server)
+    return engine
+
+
+def _ended_by_the_server(context: ExceptionContext) -> None:
+    """The idle-in-transaction timeout ends the session as a shutdown would: the connection
+    is gone (the pool must drop it) and the task may try again on a new one. psycopg calls
+    it an InternalError, which would fail the task for good; as an OperationalError it is
+    one of the transient errors the tasks retry (worker/base_task.py)."""
+    original = context.original_exception
+    if isinstance(original, psycopg.errors.IdleInTransactionSessionTimeout):
+        context.is_disconnect = True
+        raise OperationalError(context.statement, context.parameters, original) from original
 
 
 @functools.cache

@@ -11,15 +11,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis as redis_lib
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from db.models import BackgroundTask, BrokerReset, TaskRun, TaskRunCommit
+from db.session import get_engine, make_engine
 from tests import factories as f
 from worker import liveness
 from worker.recovery import census
@@ -124,6 +127,47 @@ def test_rescue_requeues_a_dead_workers_rows_at_once_and_leaves_a_live_workers(
     assert "claimed by analysis@gone" in orphaned.error_message
     assert exhausted.status == "failed"
     assert running.status == "processing"
+
+
+@pytest.mark.committed
+def test_rescue_skips_a_row_locked_mid_commit_and_takes_it_once_the_lock_is_gone(
+    session: Any, app: Any, broker: redis_lib.Redis
+) -> None:
+    epoch_began(broker, NOW - dt.timedelta(hours=1))
+    artist = f.artist(session)
+    locked = processing(session, f.track(session, artist), "analysis@cut-off")
+    free = processing(session, f.track(session, artist), "analysis@cut-off")
+    session.commit()
+    # The cut-off worker's completion: sent, its row locked, its COMMIT never arrived.
+    with get_engine().connect() as cut_off:
+        cut_off.execute(
+            text("UPDATE background_tasks SET result = '{}' WHERE id = :id"), {"id": locked.id}
+        )
+        session.execute(text("SET LOCAL lock_timeout = '5s'"))  # a wait would fail the test
+
+        first = rescue(session, app, broker, NOW, get_settings())
+        session.commit()
+        cut_off.rollback()  # the server ended that session
+    second = rescue(session, app, broker, NOW, get_settings())
+    session.commit()
+
+    assert (first["requeued"], second["requeued"]) == (1, 1)
+    for row in (locked, free):
+        session.refresh(row)
+    assert (locked.status, free.status) == ("pending", "pending")
+
+
+def test_the_server_ends_a_session_left_idle_inside_a_transaction() -> None:
+    engine = make_engine(get_settings().database_url, idle_in_transaction_seconds=0.5)
+    try:
+        with engine.connect() as silent:
+            silent.execute(text("SELECT 1"))  # a transaction is open from here
+            time.sleep(1.5)
+
+            with pytest.raises(OperationalError):
+                silent.execute(text("SELECT 1"))
+    finally:
+        engine.dispose()
 
 
 def test_rescue_does_not_judge_workers_within_one_lease_of_a_new_epoch(

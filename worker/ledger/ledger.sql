@@ -109,30 +109,41 @@ WHERE id = :id AND status = 'pending'
 -- A processing row has no live run once its worker stopped renewing its lease (one of
 -- :dead_hosts, claimed before :claimed_before), or once it is older than its task's hard
 -- time limit (the limit kills any run that reaches it; this covers a worker that never
--- kept a heartbeat). Out of attempts: failed, with the reason.
+-- kept a heartbeat). Out of attempts: failed, with the reason. A row locked by an open
+-- transaction is skipped, not waited for: its holder is completing it, or is a worker cut
+-- off mid-commit whose session the server ends (idle_in_transaction_session_timeout,
+-- db/session.py), and the next rescue takes it then. Waiting would stall every rescue.
 UPDATE background_tasks
 SET status = 'failed', completed_at = :now,
     error_message = format('worker lost during attempt %s of %s (claimed by %s at %s); '
                            'no attempts left', attempts, :max_attempts,
                            coalesce(worker_host, 'an unknown worker'), started_at)
-WHERE status = 'processing' AND attempts >= :max_attempts
-  AND (started_at < :now - make_interval(
-         secs => coalesce((CAST(:limits AS jsonb) ->> task_type)::int, :default_limit))
-       OR (worker_host = ANY(CAST(:dead_hosts AS text[])) AND started_at < :claimed_before))
+WHERE id IN (
+    SELECT id FROM background_tasks
+    WHERE status = 'processing' AND attempts >= :max_attempts
+      AND (started_at < :now - make_interval(
+             secs => coalesce((CAST(:limits AS jsonb) ->> task_type)::int, :default_limit))
+           OR (worker_host = ANY(CAST(:dead_hosts AS text[])) AND started_at < :claimed_before))
+    FOR UPDATE SKIP LOCKED
+)
 RETURNING id
 
 -- name: requeue_orphans
 -- Otherwise back to pending, without a message: the dispatch that follows publishes it.
 -- (If the dead worker's own message comes back too, whichever claims first runs the row;
--- the other finds it taken.)
+-- the other finds it taken.) Locked rows are skipped, as above.
 UPDATE background_tasks
 SET status = 'pending', enqueued_at = NULL,
     error_message = format('worker lost during attempt %s (claimed by %s at %s); requeued',
                            attempts, coalesce(worker_host, 'an unknown worker'), started_at)
-WHERE status = 'processing' AND attempts < :max_attempts
-  AND (started_at < :now - make_interval(
-         secs => coalesce((CAST(:limits AS jsonb) ->> task_type)::int, :default_limit))
-       OR (worker_host = ANY(CAST(:dead_hosts AS text[])) AND started_at < :claimed_before))
+WHERE id IN (
+    SELECT id FROM background_tasks
+    WHERE status = 'processing' AND attempts < :max_attempts
+      AND (started_at < :now - make_interval(
+             secs => coalesce((CAST(:limits AS jsonb) ->> task_type)::int, :default_limit))
+           OR (worker_host = ANY(CAST(:dead_hosts AS text[])) AND started_at < :claimed_before))
+    FOR UPDATE SKIP LOCKED
+)
 RETURNING id
 
 -- name: republish_unheld
