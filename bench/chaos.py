@@ -60,6 +60,8 @@ import psycopg
 import redis
 from celery import Celery
 
+from bench.network import Host, Network
+from standins.spotify import SpotifyStandIn
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from worker.queues import PRIORITY_SEP, PRIORITY_STEPS
 
@@ -92,16 +94,31 @@ class Stack:
     root: Path
     lease: float
     work_seconds: float = 0.02
+    # With a network, workers run on its hosts and reach every service over their links.
+    network: Network | None = None
+    spotify_rpm: int = 600
+    spotify_window: float = 5.0
     postgres: EmbeddedPostgres = field(init=False)
+    spotify: SpotifyStandIn = field(init=False)
     redis_port: int = field(init=False)
     _redis: EmbeddedRedis = field(init=False)
     _beat: subprocess.Popen[bytes] | None = field(default=None, init=False)
     workers: list[Worker] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
-        self.postgres = EmbeddedPostgres(self.root / "pg", free_port(), database="chaos")
+        listen = ("127.0.0.1",) if self.network is None else ("127.0.0.1", self.network.gateway)
+        self.postgres = EmbeddedPostgres(
+            self.root / "pg",
+            free_port(),
+            database="chaos",
+            listen=listen,
+            trust_network=None if self.network is None else self.network.cidr,
+        )
         self.redis_port = free_port()
-        self._redis = EmbeddedRedis(self.root / "redis", self.redis_port, keep_data=False)
+        self._redis = EmbeddedRedis(
+            self.root / "redis", self.redis_port, keep_data=False, listen=listen
+        )
+        self.spotify = SpotifyStandIn(host=listen[-1], latency=0.005)
 
     @property
     def database_url(self) -> str:
@@ -112,14 +129,31 @@ class Stack:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
     @property
+    def spotify_budget(self) -> int:
+        """Requests per window the limiter admits, as worker/settings.py computes it."""
+        return int(self.spotify_rpm * self.spotify_window // 60)
+
+    @property
+    def services_host(self) -> str:
+        """Where workers reach the services: the bridge's address on a network."""
+        return "127.0.0.1" if self.network is None else self.network.gateway
+
+    @property
     def conninfo(self) -> str:
         return f"host=127.0.0.1 port={self.postgres.port} user=postgres dbname=chaos"
 
     def env(self) -> dict[str, str]:
+        host = self.services_host
         return {
             **os.environ,
-            "DATABASE_URL": self.database_url,
-            "REDIS_URL": self.redis_url,
+            "DATABASE_URL": self.database_url.replace("127.0.0.1", host),
+            "REDIS_URL": self.redis_url.replace("127.0.0.1", host),
+            "SPOTIFY_CLIENT_ID": self.spotify.client_id,
+            "SPOTIFY_CLIENT_SECRET": self.spotify.client_secret,
+            "SPOTIFY_API_URL": self.spotify.api_url,
+            "SPOTIFY_TOKEN_URL": self.spotify.token_url,
+            "SPOTIFY_REQUESTS_PER_MINUTE": str(self.spotify_rpm),
+            "SPOTIFY_RATE_WINDOW_SECONDS": str(self.spotify_window),
             "DATA_DIR": str(self.root / "data"),
             "ENVIRONMENT": "development",
             "WORKER_LEASE_SECONDS": str(self.lease),
@@ -134,8 +168,13 @@ class Stack:
         upgrade(self.database_url)
         self.sql(
             "CREATE TABLE IF NOT EXISTS chaos_effects (background_task_id bigint NOT NULL);"
-            "CREATE TABLE IF NOT EXISTS chaos_echoes (n integer PRIMARY KEY)"
+            "CREATE TABLE IF NOT EXISTS chaos_echoes (n integer PRIMARY KEY);"
+            "CREATE TABLE IF NOT EXISTS chaos_calls (n integer PRIMARY KEY)"
         )
+        self.spotify.start()
+        if self.network is not None:
+            for number in (1, 2, 3):
+                self.network.add_host(f"host{number}")
         self.start_redis()
         self.start_beat()
 
@@ -170,14 +209,20 @@ class Stack:
         """Empty tables and Redis between scenarios (the workers are stopped first)."""
         self.stop_workers()
         self.sql(
-            "TRUNCATE background_tasks, chaos_effects, chaos_echoes, task_runs, "
+            "TRUNCATE background_tasks, chaos_effects, chaos_echoes, chaos_calls, task_runs, "
             "task_run_commits, dead_letters, broker_resets, tracks, artists CASCADE"
         )
         with contextlib.closing(self.redis()) as client:
             client.flushall()
+        self.spotify.reset_log()
 
-    def start_worker(self) -> Worker:
-        worker = Worker(self, f"chaos-{uuid.uuid4().hex[:6]}@host{len(self.workers) + 1}")
+    def start_worker(self, host: Host | None = None) -> Worker:
+        name = f"chaos-{uuid.uuid4().hex[:6]}"
+        if host is None:
+            worker = Worker(self, f"{name}@host{len(self.workers) + 1}")
+        else:
+            # %h: the worker names itself after its host's own hostname.
+            worker = Worker(self, f"{name}@{host.name}", host=host, argv_name=f"{name}@%h")
         worker.start()
         self.workers.append(worker)
         return worker
@@ -193,6 +238,7 @@ class Stack:
             self._beat.terminate()
             self._beat.wait(timeout=30)
         self.kill_redis()
+        self.spotify.stop()
         with contextlib.suppress(Exception):
             self.postgres.stop()
 
@@ -200,9 +246,13 @@ class Stack:
 class Worker:
     """One ``celery worker`` (prefork, two children) in its own process group."""
 
-    def __init__(self, stack: Stack, hostname: str) -> None:
+    def __init__(
+        self, stack: Stack, hostname: str, host: Host | None = None, argv_name: str | None = None
+    ) -> None:
         self.stack = stack
         self.hostname = hostname
+        self.host = host
+        self._argv_name = argv_name or hostname
         self.log_path = stack.root / f"{hostname.replace('@', '_')}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -210,8 +260,10 @@ class Worker:
         argv = [
             sys.executable, "-m", "celery", "-A", APP_MODULE, "worker",
             "--pool", "prefork", "--concurrency", "2", "--queues", QUEUES,
-            "--hostname", self.hostname, "--loglevel", "WARNING",
+            "--hostname", self._argv_name, "--loglevel", "WARNING",
         ]  # fmt: skip
+        if self.host is not None:
+            argv = self.host.command(argv)
         with self.log_path.open("ab") as output:
             self.process = subprocess.Popen(
                 argv,
@@ -371,6 +423,7 @@ class Result:
     resumed_after: float | None = None
     all_done_after: float | None = None
     in_flight_done_after: float | None = None
+    back_at_work_after: float | None = None  # a cut host's first completion once back
     notes: list[str] = field(default_factory=list)
     workers_alive: bool = True
 
@@ -407,8 +460,7 @@ class Result:
                     + (
                         ""
                         if self.in_flight_done_after is None
-                        else f"; the rows a killed worker held, "
-                        f"{seconds(self.in_flight_done_after)}"
+                        else f"; the rows a lost host held, {seconds(self.in_flight_done_after)}"
                     ),
                 ]
             ),
@@ -603,6 +655,222 @@ def scenario_postgres(
     return result
 
 
+@dataclass
+class SpotifyLog:
+    """What the stand-in saw: the limit and every Retry-After, checked across hosts."""
+
+    requests: int
+    rate_limited: int
+    busiest_window: int  # most API requests that arrived within any one window
+    inside_retry_after: int  # arrived after a 429's grace and before its Retry-After ran out
+    by_host: dict[str, int]
+
+
+# A request already sent when another host got its 429 cannot be called back; one that
+# arrives this long after the 429 was sent after the pause was known.
+RETRY_AFTER_GRACE = 0.5
+
+
+def spotify_log(stack: Stack, retry_after: float) -> SpotifyLog:
+    api = sorted(stack.spotify.recorded("/v1/"), key=lambda r: r.at)
+    times = [r.at for r in api]
+    busiest, start = 0, 0
+    for end, moment in enumerate(times):
+        while moment - times[start] >= stack.spotify_window:
+            start += 1
+        busiest = max(busiest, end - start + 1)
+    inside = 0
+    for refused in (r for r in api if r.status == 429):
+        pause_ends = refused.at + retry_after
+        inside += sum(1 for t in times if refused.at + RETRY_AFTER_GRACE < t < pause_ends)
+    by_host: dict[str, int] = {}
+    for request in api:
+        by_host[request.client] = by_host.get(request.client, 0) + 1
+    return SpotifyLog(len(api), sum(r.status == 429 for r in api), busiest, inside, by_host)
+
+
+class Storm(threading.Thread):
+    """Every ``every`` seconds the stand-in answers the next few API requests 429."""
+
+    def __init__(self, standin: SpotifyStandIn, every: float, retry_after: int) -> None:
+        super().__init__(daemon=True)
+        self.standin, self.every, self.retry_after = standin, every, retry_after
+        self.bursts = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.every):
+            self.standin.rate_limit_next(self.retry_after, times=3)
+            self.bursts += 1
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+def _completed_by(stack: Stack, worker: Worker, since: float) -> int:
+    (count,) = stack.sql(
+        "SELECT count(*) FROM background_tasks WHERE worker_host = %s "
+        "AND completed_at > to_timestamp(%s)",
+        (worker.hostname, since),
+    )[0]
+    return int(count)
+
+
+def _unfinished(stack: Stack) -> int:
+    (count,) = stack.sql(
+        "SELECT count(*) FROM background_tasks WHERE status IN ('pending', 'processing')"
+    )[0]
+    return int(count)
+
+
+def _cut_off(stack: Stack, victim: Worker, seconds: float) -> tuple[set[int], float | None]:
+    """Cut ``victim``'s host off for ``seconds``; the rows it held then, and how soon after
+    the cut the others had completed them all (None: not while it was away)."""
+    assert stack.network is not None and victim.host is not None
+    held = {
+        row[0]
+        for row in stack.sql(
+            "SELECT id FROM background_tasks WHERE status = 'processing' AND worker_host = %s",
+            (victim.hostname,),
+        )
+    }
+    began = time.monotonic()
+    stack.network.cut(victim.host)
+    held_done: float | None = None
+    while time.monotonic() - began < seconds:
+        if held_done is None and held:
+            (pending,) = stack.sql(
+                "SELECT count(*) FROM background_tasks WHERE id = ANY(%s) "
+                "AND status <> 'completed'",
+                (sorted(held),),
+            )[0]
+            if pending == 0:
+                held_done = time.monotonic() - began
+        time.sleep(0.5)
+    stack.network.heal(victim.host)
+    return held, held_done
+
+
+def _load_until_back_at_work(
+    stack: Stack, victim: Worker, healed_at: float, rows: int, timeout: float
+) -> int:
+    """The load the three hosts share again (the rate after is measured on it), and more
+    while the returning host has done none, so "back at work" is measured, not missed.
+    Returns how many rows were added."""
+    add_ledger_rows(stack, rows)
+    added = rows
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not _completed_by(stack, victim, healed_at):
+        if _unfinished(stack) < rows // 4:
+            add_ledger_rows(stack, rows // 2)
+            added += rows // 2
+        time.sleep(0.5)
+    return added
+
+
+def send_spotify_calls(stack: Stack, calls: int, searches: int) -> None:
+    sender = Celery(broker=stack.redis_url)
+    try:
+        with sender.producer_or_acquire() as producer:
+            for n in range(calls):
+                sender.send_task("chaos.spotify", args=[n, searches], producer=producer)
+    finally:
+        sender.close()
+
+
+def scenario_partition(
+    stack: Stack,
+    total: int,
+    window: float,
+    cut: float,
+    settle_timeout: float,
+    calls: int = 60,
+    searches: int = 3,
+) -> Result:
+    """Three hosts share a ledger backlog and Spotify calls under 429 storms; one host is
+    cut off from everything for ``cut`` seconds, then comes back."""
+    network = stack.network
+    assert network is not None, "the partition scenario needs a stack with a network"
+    workers = [stack.start_worker(host) for host in network.hosts]
+    victim = workers[1]
+    assert victim.host is not None
+    sampler = Sampler(lambda: ledger_state(stack).completed)
+    sampler.start()
+    storm = Storm(stack.spotify, every=4.0, retry_after=2)
+    storm.start()
+    add_ledger_rows(stack, total)
+    send_spotify_calls(stack, calls, searches)
+    wait_until(lambda: ledger_state(stack).completed >= total // 4, settle_timeout, "a quarter")
+    if (queued := _unfinished(stack)) < total // 2:
+        # The work must outlast the cut, or the host comes back to nothing to do.
+        log(f"only {queued} rows left at the cut: the host may return to an empty queue")
+
+    began = time.monotonic()
+    held, held_done = _cut_off(stack, victim, cut)
+    whole = time.monotonic()
+    healed_at = time.time()
+    added = _load_until_back_at_work(stack, victim, healed_at, total, settle_timeout / 2)
+    total += added
+
+    done = wait_until(
+        lambda: ledger_state(stack).completed >= total, settle_timeout, "every row done"
+    )
+    wait_until(
+        lambda: stack.sql("SELECT count(*) FROM chaos_calls")[0][0] >= calls,
+        settle_timeout,
+        "every Spotify call done",
+    )
+    storm.stop()
+    time.sleep(1.0)
+    sampler.stop()
+    (after_heal, back_at_work) = stack.sql(
+        "SELECT count(*), extract(epoch FROM min(completed_at)) - %s FROM background_tasks "
+        "WHERE worker_host = %s AND completed_at > to_timestamp(%s)",
+        (healed_at, victim.hostname, healed_at),
+    )[0]
+    spotify = spotify_log(stack, storm.retry_after)
+    counts = _ledger_counts(stack, total) | {
+        "rows the cut host held": len(held),
+        "rows it completed after it came back": after_heal,
+        "spotify calls": calls,
+        "spotify calls done": stack.sql("SELECT count(*) FROM chaos_calls")[0][0],
+        "API requests": spotify.requests,
+        "429s": spotify.rate_limited,
+        "429 bursts scripted": storm.bursts,
+        "most requests in one window": spotify.busiest_window,
+        "budget per window": stack.spotify_budget,
+        "requests inside a Retry-After": spotify.inside_retry_after,
+    }
+    result = Result(
+        "partition",
+        f"{total - added} ledger rows (chaos.work), {added} more as the cut host returns, "
+        f"and {calls} chaos.spotify x {searches} searches "
+        f"(Spotify limit {stack.spotify_rpm}/min, counted per {stack.spotify_window:.0f} s), "
+        f"3 hosts (network namespaces) x 2 children; 3 requests answered 429 "
+        f"(Retry-After 2 s) every 4 s",
+        f"{victim.hostname}'s link down for {cut:.0f} s, then up again",
+        counts,
+        workers_alive=all(w.alive for w in workers),
+    )
+    _rates(result, sampler, began, whole, window)
+    result.all_done_after = done - began
+    result.in_flight_done_after = held_done
+    if back_at_work is not None:
+        result.back_at_work_after = float(back_at_work)
+        result.notes.append(
+            f"the cut host completed its first row {float(back_at_work):.1f} s after its link "
+            "came back"
+        )
+    if held and held_done is None:
+        result.notes.append("the rows the cut host held were not all done while it was cut off")
+    result.notes.append(
+        "API requests by host: "
+        + ", ".join(f"{host} {n}" for host, n in sorted(spotify.by_host.items()))
+    )
+    return result
+
+
 MALFORMED: list[Callable[[random.Random], bytes]] = [
     lambda r: b"not json {" + bytes([r.randrange(256)]),
     lambda r: json.dumps(r.randrange(1000)).encode(),
@@ -697,14 +965,18 @@ def scenario_flood(stack: Stack, count: int, settle_timeout: float, seed: int = 
 
 
 @contextlib.contextmanager
-def stack(lease: float, work_seconds: float = 0.02) -> Iterator[Stack]:
+def stack(lease: float, work_seconds: float = 0.02, hosts: bool = False) -> Iterator[Stack]:
+    """The stack; with ``hosts``, its workers run on three hosts of a virtual network."""
     root = Path(tempfile.mkdtemp(prefix="automation-chaos-"))
-    made = Stack(root, lease=lease, work_seconds=work_seconds)
+    network = Network().open() if hosts else None
+    made = Stack(root, lease=lease, work_seconds=work_seconds, network=network)
     try:
         made.start()
         yield made
     finally:
         made.stop()
+        if network is not None:
+            network.close()
         if not os.environ.get("CHAOS_KEEP"):
             shutil.rmtree(root, ignore_errors=True)
 

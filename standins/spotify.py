@@ -7,8 +7,9 @@ bearer tokens that expire, search with field filters, single and batch lookups, 
 Spotify's JSON shape, 429 with ``Retry-After``, and the February 2026 development-mode
 restrictions (batch endpoints answer 403; no ``popularity`` or ``followers``).
 
-It serves from a ``ThreadingHTTPServer`` on 127.0.0.1 (a free port) in a daemon thread, with
-HTTP/1.1 keep-alive, and records every request it answers.
+It serves from a ``ThreadingHTTPServer`` on 127.0.0.1 (or ``host``), on a free port, in a
+daemon thread, with HTTP/1.1 keep-alive, and records every request it answers (and from
+which address).
 
 Deliberately simplified:
 
@@ -108,6 +109,7 @@ class RecordedRequest:
     query: dict[str, str]
     status: int
     token: str | None  # the bearer token sent, if any
+    client: str = ""  # the caller's address: which host asked
 
 
 def words(text: str) -> list[str]:
@@ -192,7 +194,9 @@ class SpotifyStandIn:
         popularity: bool = True,
         token_lifetime: int = 3600,
         latency: float = 0.0,
+        host: str = "127.0.0.1",
     ) -> None:
+        self.host = host
         self.client_id = client_id
         self.client_secret = client_secret
         self.batch_endpoints = batch_endpoints
@@ -234,7 +238,7 @@ class SpotifyStandIn:
             raise RuntimeError("the Spotify stand-in is already running")
         server = _Server(self)
         with self._lock:
-            self._base_url = f"http://127.0.0.1:{server.server_port}"
+            self._base_url = f"http://{self.host}:{server.server_port}"
             self._rendered.clear()
         self._server = server
         # A short poll interval keeps stop() fast; shutdown() waits for the next poll.
@@ -751,7 +755,7 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, standin: SpotifyStandIn) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__((standin.host, 0), _Handler)
         self.standin = standin
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
@@ -822,7 +826,10 @@ class _Handler(BaseHTTPRequestHandler):
             response = _api_error(500, f"Spotify stand-in failed: {error!r}")
         # Logged before the answer is written, so a client that has its answer sees the entry.
         standin._fill_slot(
-            slot, RecordedRequest(at, self.command, path, query, response.status, token)
+            slot,
+            RecordedRequest(
+                at, self.command, path, query, response.status, token, self.client_address[0]
+            ),
         )
         self._send(response)
 

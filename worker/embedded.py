@@ -72,6 +72,10 @@ class EmbeddedPostgres:
     data_dir: Path
     port: int
     database: str = DATABASE_NAME
+    # Loopback unless a test network needs more; trust_network lets that network's hosts
+    # in without a password, as loopback is.
+    listen: tuple[str, ...] = ("127.0.0.1",)
+    trust_network: str | None = None
     _run_as: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -116,6 +120,8 @@ class EmbeddedPostgres:
                 pgdata=self.pgdata,
                 user=self._run_as,
             )
+        if self.trust_network:
+            self._trust(self.trust_network)
         if not self._running():
             self._pg_ctl_start()
         _wait_until(self._accepts_connections, f"PostgreSQL on port {self.port}", self.log_file)
@@ -129,9 +135,9 @@ class EmbeddedPostgres:
                     "-w",
                     "-l",
                     str(self.log_file),
-                    # TCP on loopback only; no Unix socket (its path length is limited).
+                    # TCP only; no Unix socket (its path length is limited).
                     "-o",
-                    f"-c listen_addresses=127.0.0.1 -c port={self.port} "
+                    f"-c listen_addresses={','.join(self.listen)} -c port={self.port} "
                     "-c unix_socket_directories='' -c max_connections=200",
                     "start",
                 ],
@@ -144,6 +150,13 @@ class EmbeddedPostgres:
             raise ServiceStartError(
                 f"PostgreSQL did not start ({exc}); see {self.log_file}"
             ) from None
+
+    def _trust(self, network: str) -> None:
+        hba = self.pgdata / "pg_hba.conf"
+        line = f"host all all {network} trust\n"
+        if line not in hba.read_text():
+            with hba.open("a") as out:
+                out.write(line)
 
     def _running(self) -> bool:
         # Called directly rather than through the package's wrapper, which logs the
@@ -184,6 +197,7 @@ class EmbeddedRedis:
     # The stack's broker keeps its queues across a restart; a fault test may want one
     # that keeps nothing, as a Redis run without persistence would.
     keep_data: bool = True
+    listen: tuple[str, ...] = ("127.0.0.1",)
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -206,7 +220,7 @@ class EmbeddedRedis:
                 "--port",
                 str(self.port),
                 "--bind",
-                "127.0.0.1",
+                *self.listen,
                 "--dir",
                 str(directory),
                 # The broker's queues survive a restart: append-only file, fsync each second.

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench import chaos
+from bench import chaos, network
 
 LEASE = 5.0
 SETTLE = 240.0
@@ -85,3 +85,35 @@ def test_a_flood_with_malformed_messages_runs_every_good_one_and_keeps_the_rest(
     assert malformed == counts["malformed"] > 0
     assert counts["dead letters"] > 0
     assert result.workers_alive
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[chaos.Stack]:
+    reason = network.unavailable()
+    if reason is not None:
+        pytest.skip(f"no virtual hosts on this machine: {reason}")
+    with chaos.stack(lease=LEASE, hosts=True) as made:
+        made.reset()
+        yield made
+
+
+def test_a_host_cut_off_and_back_loses_nothing_doubles_nothing_and_keeps_spotifys_limits(
+    hosts: chaos.Stack,
+) -> None:
+    cut = 3 * LEASE
+    result = chaos.scenario_partition(
+        hosts, total=1500, window=1.0, cut=cut, settle_timeout=SETTLE, calls=40
+    )
+
+    assert_ledger_whole(result)
+    counts = result.counts
+    # Its rows were done by the others while it was away, and it worked again once back.
+    if counts["rows the cut host held"]:
+        assert result.in_flight_done_after is not None and result.in_flight_done_after < cut
+    assert counts["rows it completed after it came back"] > 0
+    assert result.back_at_work_after is not None and result.back_at_work_after < 60
+    # Spotify, as the stand-in saw it from all three hosts, storms included.
+    assert counts["spotify calls done"] == counts["spotify calls"]
+    assert counts["429s"] > 0
+    assert counts["most requests in one window"] <= counts["budget per window"]
+    assert counts["requests inside a Retry-After"] == 0
