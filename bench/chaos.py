@@ -73,13 +73,15 @@ import redis
 from celery import Celery
 
 from bench.network import Host, Network, unavailable
+from db.seed import SeedSpec, seed_url
 from standins.spotify import SpotifyStandIn
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from worker.queues import PRIORITY_SEP, PRIORITY_STEPS
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_MODULE = "bench.chaos_tasks"
-QUEUES = "default,celery"
+# The ledger's and by-name work on default and celery; a fan-out and an aggregation on theirs.
+QUEUES = "default,celery,playlists,stats"
 START_TIMEOUT = 90.0
 
 
@@ -222,7 +224,7 @@ class Stack:
         self.stop_workers()
         self.sql(
             "TRUNCATE background_tasks, chaos_effects, chaos_echoes, chaos_calls, task_runs, "
-            "task_run_commits, dead_letters, broker_resets, tracks, artists CASCADE"
+            "task_run_commits, dead_letters, broker_resets, tracks, artists, users CASCADE"
         )
         with contextlib.closing(self.redis()) as client:
             client.flushall()
@@ -498,15 +500,19 @@ def _run_ledger_scenario(
     fault: Callable[[], str],
     settle_timeout: float,
     after: Callable[[], None] | None = None,
+    also: Callable[[], None] | None = None,
 ) -> tuple[Sampler, float, float, float, str]:
-    """Start two workers, add ``total`` rows, call ``fault`` at a quarter done, then
-    ``after`` (more faults, later in the run); returns the sampler, when the fault began,
-    when the stack was whole again, when every row was done, and what the fault was."""
+    """Start two workers, add ``total`` rows (and call ``also``, more load), call ``fault``
+    at a quarter done, then ``after`` (more faults, later in the run); returns the sampler,
+    when the fault began, when the stack was whole again, when every row was done, and what
+    the fault was."""
     stack.start_worker()
     stack.start_worker()
     sampler = Sampler(lambda: ledger_state(stack).completed)
     sampler.start()
     add_ledger_rows(stack, total)
+    if also is not None:
+        also()
     wait_until(lambda: ledger_state(stack).completed >= total // 4, settle_timeout, "a quarter")
     began = time.monotonic()
     description = fault()
@@ -531,10 +537,80 @@ def _rates(result: Result, sampler: Sampler, began: float, whole: float, window:
     result.rate_next = sampler.rate(start + window, start + 2 * window)
 
 
+# A day's listening, small enough to seed in seconds: the aggregation and the playlists'
+# fan-out then run for long enough that the kills find them in flight.
+FAMILY_SEED = SeedSpec(users=300, tracks=2000, plays=60_000, listens=0)
+
+
+@dataclass
+class Families:
+    """An aggregation sent by name beside the ledger's load, and the playlists fan-out
+    once it succeeded (playlists are built from its figures), as the schedule orders them."""
+
+    aggregate: str = ""
+    fan_out: str = ""
+    sent_at: float = 0.0
+
+    def send(self, stack: Stack) -> None:
+        self.sent_at = time.monotonic()
+        self.aggregate = self._send(stack, "listening.aggregate", {})
+        threading.Thread(target=self._fan_out_after, args=(stack,), daemon=True).start()
+
+    def _fan_out_after(self, stack: Stack) -> None:
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: self.succeeded(stack, self.aggregate), 600, "aggregation")
+            self.fan_out = self._send(stack, "playlists.generate_all", {"force": True})
+
+    @staticmethod
+    def _send(stack: Stack, name: str, kwargs: dict[str, Any]) -> str:
+        sender = Celery(broker=stack.redis_url)
+        try:
+            return str(sender.send_task(name, kwargs=kwargs).id)
+        finally:
+            sender.close()
+
+    def succeeded(self, stack: Stack, task_id: str) -> bool:
+        # A fan-out's fan-in finishes under the fan-out's own task id.
+        return bool(
+            stack.sql(
+                "SELECT 1 FROM task_runs WHERE task_id = %s AND status = 'success'", (task_id,)
+            )
+        )
+
+    def counts(self, stack: Stack, timeout: float) -> dict[str, int]:
+        aggregated = wait_until(
+            lambda: self.succeeded(stack, self.aggregate), timeout, "aggregation succeeded"
+        )
+        fanned_in = wait_until(
+            lambda: bool(self.fan_out) and self.succeeded(stack, self.fan_out),
+            timeout,
+            "fan-out's fan-in succeeded",
+        )
+        done = {"aggregation": aggregated - self.sent_at, "fan-out": fanned_in - self.sent_at}
+        ((listeners, stats, playlists, twice),) = stack.sql(
+            "SELECT (SELECT count(DISTINCT user_id) FROM play_history), "
+            "(SELECT count(*) FROM user_listening_stats), "
+            "(SELECT count(*) FROM smart_playlists), "
+            "(SELECT count(*) FROM (SELECT 1 FROM smart_playlists "
+            " GROUP BY user_id, playlist_type HAVING count(*) > 1) d)"
+        )
+        return {
+            "listeners": listeners,
+            "users with stats": stats,
+            "playlists": playlists,
+            "playlists twice": twice,
+            "aggregation done after (s)": round(done["aggregation"]),
+            "fan-out done after (s)": round(done["fan-out"]),
+        }
+
+
 def scenario_kill(stack: Stack, total: int, window: float, settle_timeout: float) -> Result:
-    """Whole workers and single children SIGKILLed under a ledger backlog."""
+    """Whole workers and single children SIGKILLed under a ledger backlog, an aggregation
+    and a playlists fan-out."""
     held: list[tuple[set[int], float]] = []  # each killed host's rows, and when it died
     kills: list[str] = []
+    seed_url(stack.database_url, FAMILY_SEED)
+    families = Families()
 
     def kill_host(worker: Worker) -> None:
         rows = stack.sql(
@@ -559,13 +635,20 @@ def scenario_kill(stack: Stack, total: int, window: float, settle_timeout: float
         kill_host(stack.workers[0])
 
     sampler, began, whole, done, _ = _run_ledger_scenario(
-        stack, total, first_kill, settle_timeout, after=later_kills
+        stack,
+        total,
+        first_kill,
+        settle_timeout,
+        after=later_kills,
+        also=lambda: families.send(stack),
     )
     result = Result(
         "kill",
-        f"{total} ledger rows (chaos.work), 2 workers x 2 children",
+        f"{total} ledger rows (chaos.work), listening.aggregate then playlists.generate_all "
+        f"(force) over {FAMILY_SEED.plays} plays of {FAMILY_SEED.users} users, "
+        "2 workers x 2 children",
         "SIGKILL: " + "; ".join(kills),
-        _ledger_counts(stack, total),
+        _ledger_counts(stack, total) | families.counts(stack, settle_timeout),
         workers_alive=all(w.alive for w in stack.workers),
     )
     _rates(result, sampler, began, whole, window)

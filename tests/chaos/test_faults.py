@@ -47,6 +47,11 @@ def test_workers_killed_whole_or_by_child_lose_no_row_and_apply_none_twice(
     # What a killed worker held came back one lease after it died, not hours later.
     if result.in_flight_done_after is not None:
         assert result.in_flight_done_after < LEASE + 60
+    # The aggregation and the fan-out sent beside the ledger's load finished, each once.
+    counts = result.counts
+    assert counts["users with stats"] == counts["listeners"] > 0
+    assert counts["playlists"] > 0
+    assert counts["playlists twice"] == 0
 
 
 def test_redis_restarted_empty_loses_no_ledger_row_and_records_the_reset(
