@@ -4,9 +4,13 @@ A pytest plugin the tier conftests register (``config.pluginmanager.import_plugi
 a run that collects only ``tests/unit`` never loads it and needs no service at all, and a
 run of both tiers starts the services once. The services are the ones
 TEST_DATABASE_URL / TEST_REDIS_URL name (CI points them at the machine's own), else an
-embedded PostgreSQL and Redis. Each run gets its own freshly migrated database, and the
-app is configured through the same environment variables production uses, before any
-test module (which may import the app) is collected.
+embedded PostgreSQL and Redis. The broker is that Redis, or the RabbitMQ that
+TEST_BROKER_URL names (``amqp://…/vhost``; a vhost of the tests' own, since its queues are
+purged): the app and every worker subprocess get it as BROKER_URL, and the tests that are
+about kombu's Redis transport itself skip (``tests.support.needs_redis_broker``). Each
+run gets its own freshly migrated database, and the app is configured through the same
+environment variables production uses, before any test module (which may import the app)
+is collected.
 
 Isolation. By default a test's ``session`` lives inside an outer transaction that is
 rolled back at the end; the code under test may ``commit()``, which only releases a
@@ -20,6 +24,7 @@ fails, saying to mark it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -79,6 +84,12 @@ def pytest_configure(config: pytest.Config) -> None:
     client.close()
     # Overrides whatever the unit tier's conftest or the shell set: these must answer.
     os.environ.update(DATABASE_URL=database_url, REDIS_URL=redis_url)
+    broker_url = os.environ.get("TEST_BROKER_URL")
+    if broker_url:
+        os.environ["BROKER_URL"] = broker_url
+        purge_broker_queues()  # what an earlier run left in the vhost
+    else:
+        os.environ.pop("BROKER_URL", None)  # the broker is REDIS_URL
     from worker.settings import get_settings
 
     get_settings.cache_clear()  # in case anything read the settings before this point
@@ -190,11 +201,33 @@ def clear_redis() -> None:
         if inflight:
             client.delete(*inflight)
         client.delete(*(key for queue in all_queue_names() for key in redis_keys(queue)))
+        purge_broker_queues()
         # Messages a test's killed worker held: one lease later any worker's sweep would
         # put them back on their queue, in the middle of a later test.
         client.delete("unacked", "unacked_index", "unacked_mutex")
     finally:
         client.close()
+
+
+def purge_broker_queues() -> None:
+    """Empty our queues in RabbitMQ, when it is the broker (Redis's are emptied above)."""
+    url = os.environ.get("BROKER_URL", "")
+    if not url.startswith(("amqp://", "amqps://", "pyamqp://")):
+        return
+    from kombu import Connection
+
+    from worker.queues import all_queue_names
+
+    with Connection(url) as connection:
+        for name in all_queue_names():
+            channel = connection.channel()  # a purge of a missing queue closes its channel
+            try:
+                channel.queue_purge(name)
+            except connection.channel_errors:
+                pass
+            finally:
+                with contextlib.suppress(*connection.connection_errors, *connection.channel_errors):
+                    channel.close()
 
 
 def isolate(request: pytest.FixtureRequest, engine: Engine) -> Iterator[None]:

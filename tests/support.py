@@ -13,11 +13,59 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+from kombu import Queue
 from sqlalchemy import select
 
 from db.models import TaskRun
 
 T = TypeVar("T")
+
+
+def broker_is_amqp() -> bool:
+    """RabbitMQ is the broker of this run (TEST_BROKER_URL, see tests/services.py)."""
+    return os.environ.get("BROKER_URL", "").startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
+def needs_redis_broker(why: str) -> pytest.MarkDecorator:
+    """Skip on RabbitMQ a test of what only the Redis broker has (``why``: what that is)."""
+    return pytest.mark.skipif(broker_is_amqp(), reason=f"Redis broker only: {why}")
+
+
+def waiting_in(app: Any, queue: str) -> int:
+    """Messages waiting in ``queue`` (not held by a worker), on either broker: what a
+    passive declare reports (on Redis, the sum over its priority lists)."""
+    with app.connection_for_read() as connection:
+        channel = connection.channel()
+        try:
+            return int(channel.queue_declare(queue=queue, passive=True).message_count)
+        except connection.channel_errors:  # never declared: nothing was sent to it
+            return 0
+        finally:
+            with contextlib.suppress(*connection.connection_errors, *connection.channel_errors):
+                channel.close()
+
+
+def take_message(app: Any, queue: str) -> tuple[dict[str, Any], Any] | None:
+    """The next message waiting in ``queue``, taken off it (on either broker): its headers
+    and its decoded body; None if it holds none."""
+    with app.connection_for_write() as connection:
+        message = Queue(queue, channel=connection.channel()).get(no_ack=True)
+        return None if message is None else (dict(message.headers), message.decode())
+
+
+def purge_queue(app: Any, queue: str) -> None:
+    """Empty ``queue``, on either broker. (Not deleted: kombu remembers what it declared on a
+    connection, and would publish to a deleted queue's exchange without declaring it anew.)"""
+    with app.connection_for_write() as connection:
+        channel = connection.channel()
+        try:
+            channel.queue_purge(queue)
+        except connection.channel_errors:
+            pass
+        finally:
+            with contextlib.suppress(*connection.connection_errors, *connection.channel_errors):
+                channel.close()
 
 
 def wait_for(probe: Callable[[], T], timeout: float = 20.0, interval: float = 0.1) -> T:

@@ -38,20 +38,9 @@ TASK_MODULES = [
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Production settings; a comment says why wherever a line is not self-evident."""
     return {
-        "broker_url": settings.redis_url,
-        # kombu's Redis transport, but a malformed envelope becomes a dead letter instead
-        # of stopping the worker or vanishing (worker/transport.py).
-        "broker_transport": "worker.transport:Transport",
+        "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {
-            # A dead worker's messages go back to their queues one lease after its last
-            # renewal; a live worker's never do, however long it holds them
-            # (worker/liveness.py).
-            **transport_options(settings.worker_lease_seconds),
-            # Message priorities within a queue (the ledger's urgent work goes first).
-            "priority_steps": PRIORITY_STEPS,
-            "sep": PRIORITY_SEP,
-        },
+        **(amqp_broker(settings) if settings.broker_is_amqp else redis_broker(settings)),
         # Results in Redis, for senders that wait (`automation trigger --wait`, Flower,
         # another service's AsyncResult.get()), kept a day; the durable record is task_runs.
         # Nothing on the task path needs PostgreSQL: a database outage delays work that
@@ -81,7 +70,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_soft_shutdown_timeout": 30.0,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_consumer": "worker.consumer:RecordingConsumer",
-        "task_queues": celery_queues(),
+        "task_queues": celery_queues(amqp=settings.broker_is_amqp),
         "task_default_queue": DEFAULT_QUEUE,
         "task_routes": (route_task,),
         "task_annotations": (FamilyLimits(),),
@@ -102,6 +91,39 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "event_queue_ttl": 5,
         "beat_schedule": beat_schedule.SCHEDULE,
         "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
+    }
+
+
+def redis_broker(settings: Settings) -> dict[str, Any]:
+    """Redis as the broker (the default)."""
+    return {
+        # kombu's Redis transport, but a malformed envelope becomes a dead letter instead
+        # of stopping the worker or vanishing (worker/transport.py).
+        "broker_transport": "worker.transport:Transport",
+        "broker_transport_options": {
+            # A dead worker's messages go back to their queues one lease after its last
+            # renewal; a live worker's never do, however long it holds them
+            # (worker/liveness.py).
+            **transport_options(settings.worker_lease_seconds),
+            # Message priorities within a queue (the ledger's urgent work goes first).
+            "priority_steps": PRIORITY_STEPS,
+            "sep": PRIORITY_SEP,
+        },
+    }
+
+
+def amqp_broker(settings: Settings) -> dict[str, Any]:
+    """RabbitMQ as the broker: quorum queues (``worker.queues.celery_queues``), which hand a
+    consumer's unacknowledged messages back when its connection closes, so no lease, no
+    visibility timeout and no custom transport: AMQP frames are well-formed by protocol,
+    and a malformed body or header is the consumer's to dead-letter (worker/consumer.py)."""
+    return {
+        # A publish counts once RabbitMQ has it (on the quorum's majority): a send that
+        # returned is never lost to a connection drop in the same instant.
+        "broker_transport_options": {"confirm_publish": True},
+        # A host that vanishes without closing its connection (power, network) is
+        # noticed after missed heartbeats: its messages come back within about a lease.
+        "broker_heartbeat": settings.worker_lease_seconds,
     }
 
 

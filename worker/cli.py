@@ -20,6 +20,7 @@ class _OperatorGroup(click.Group):
         import kombu.exceptions
         import redis
         import sqlalchemy.exc
+        from kombu.utils.url import maybe_sanitize_url
         from sqlalchemy.engine import make_url
 
         from db.migrate import SchemaBehindError
@@ -36,10 +37,15 @@ class _OperatorGroup(click.Group):
                 f"cannot reach PostgreSQL at {where}: {reason} (is the stack up? "
                 "`automation up` starts it)"
             ) from None
-        except (redis.ConnectionError, kombu.exceptions.OperationalError) as exc:
+        except redis.ConnectionError as exc:
             raise click.ClickException(
                 f"cannot reach Redis at {settings.redis_url}: {exc} (is the stack up? "
                 "`automation up` starts it)"
+            ) from None
+        except kombu.exceptions.OperationalError as exc:  # the broker: Redis or RabbitMQ
+            raise click.ClickException(
+                f"cannot reach the broker at {maybe_sanitize_url(settings.broker_url)}: {exc} "
+                "(is the stack up? `automation up` starts it)"
             ) from None
         except (SchemaBehindError, ServiceStartError, PermanentError) as exc:
             raise click.ClickException(str(exc)) from None

@@ -27,7 +27,7 @@ from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed, DecodeError
 
 from worker import run_journal
-from worker.queues import home_queue
+from worker.queues import arrival_queue, home_queue
 
 log = get_logger(__name__)
 
@@ -198,7 +198,7 @@ class RecordingConsumer(Consumer):  # type: ignore[misc]  # Celery ships no type
 
     def _forwarded_home(self, message: Any) -> bool:
         name = message.headers.get("task")
-        arrived_on = (message.delivery_info or {}).get("routing_key")
+        arrived_on = arrival_queue(message.delivery_info)
         if name is None or not arrived_on:
             return False
         home = home_queue(name)
@@ -248,7 +248,7 @@ class RecordingConsumer(Consumer):  # type: ignore[misc]  # Celery ships no type
             headers=headers,
             body=body,
             content_type=getattr(message, "content_type", None),
-            queue=(getattr(message, "delivery_info", None) or {}).get("routing_key"),
+            queue=arrival_queue(getattr(message, "delivery_info", None)),
             worker_host=self.hostname,
         )
         if not run_journal.record("dead", fields):

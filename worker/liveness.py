@@ -134,7 +134,7 @@ class Renewer(threading.Thread):
         self,
         *,
         client: redis.Redis,
-        index_key: str,
+        index_key: str | None,
         held: Callable[[], list[str]],
         hostname: str,
         lease_seconds: float,
@@ -165,7 +165,8 @@ class Renewer(threading.Thread):
 
     def renew_once(self) -> None:
         now = time.time()
-        stamp(self.client, self.index_key, self.held(), now)
+        if self.index_key is not None:  # None: RabbitMQ, which holds no leases to renew
+            stamp(self.client, self.index_key, self.held(), now)
         beat_heart(self.client, self.hostname, self.lease_seconds, self.info)
         epoch = new_epoch(self.client, now)
         if epoch is not None:
@@ -212,7 +213,10 @@ class Lease(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery ships no t
     """Consumer step: runs a ``Renewer`` on the task consumer's channel while it is up.
 
     Restarted with the consumer (a broker reconnect makes a new channel). Only the Redis
-    transport needs it: RabbitMQ hands a dead consumer's messages back on its own.
+    transport needs the stamps: RabbitMQ hands a dead consumer's messages back on its own
+    when its connection closes. The heartbeat and the epoch live in Redis on either broker
+    (``cleanup.stuck_tasks`` reads the one, and believes it only a lease after the other
+    began), so on RabbitMQ the renewer runs without stamps.
     """
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
@@ -224,9 +228,9 @@ class Lease(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery ships no t
 
     def start(self, c: Any) -> None:
         channel = c.task_consumer.channel
+        # kombu's Redis channel keeps its unacknowledged messages under this key; an AMQP
+        # channel has none (the broker tracks them).
         index_key = getattr(channel, "unacked_index_key", None)
-        if index_key is None:  # not a Redis channel
-            return
         from worker.settings import get_settings
 
         settings = get_settings()
@@ -235,7 +239,8 @@ class Lease(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery ships no t
         client = redis.Redis.from_url(
             settings.redis_url, socket_connect_timeout=5, socket_timeout=10
         )
-        if not self._warned:
+        if not self._warned and index_key is not None:
+            # On RabbitMQ the queued messages are not in Redis: its restart loses none.
             self._warned = True
             if persistence(client) is None:
                 where = client.connection_pool.connection_kwargs
@@ -246,7 +251,7 @@ class Lease(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery ships no t
         self.renewer = Renewer(
             client=client,
             index_key=index_key,
-            held=held_tags(channel.qos),
+            held=held_tags(channel.qos) if index_key is not None else list,
             hostname=c.hostname,
             lease_seconds=settings.worker_lease_seconds,
             on_new_epoch=_announce_new_epoch(c.app, c.hostname),

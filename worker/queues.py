@@ -12,10 +12,11 @@ forwards it there (see ``worker.consumer``), so it runs on the right kind of wor
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from kombu import Queue
+from kombu import Exchange, Queue
 
 DEFAULT_QUEUE = "default"
 # Celery's own default queue name: where by-name senders that know nothing of our routing
@@ -56,7 +57,8 @@ QUEUE_NAMES: tuple[str, ...] = tuple(
 RETIRED_QUEUES: dict[str, str] = {"analytics": "stats"}
 
 # Redis message priorities: one list per step and queue, served 0 first. The ledger maps
-# its priorities onto these (``worker.ledger``); other messages go at 0.
+# its priorities onto these (``worker.ledger``); other messages go at 0. RabbitMQ's quorum
+# queues (3.10) have no priorities: there the priority travels and is ignored.
 PRIORITY_STEPS = list(range(10))
 PRIORITY_SEP = ":"
 
@@ -101,5 +103,31 @@ def all_queue_names() -> list[str]:
     return [*QUEUE_NAMES, INBOX_QUEUE, *RETIRED_QUEUES]
 
 
-def celery_queues() -> list[Queue]:
-    return [Queue(name, routing_key=name) for name in all_queue_names()]
+# On RabbitMQ our queues hang off one topic exchange: Celery's native delayed delivery (how
+# a countdown or ETA waits in the broker rather than in a worker's hands, which a quorum
+# queue's fixed prefetch and consumer_timeout would not allow) binds only topic exchanges.
+AMQP_EXCHANGE = Exchange("automation", type="topic")
+QUORUM = {"x-queue-type": "quorum"}
+# What Celery's native delayed delivery puts in front of a routing key: 28 bits, "0." or "1."
+# each (kombu.transport.native_delayed_delivery).
+_DELAY_PREFIX = re.compile(r"^(?:[01]\.){28}")
+
+
+def celery_queues(amqp: bool = False) -> list[Queue]:
+    if not amqp:
+        return [Queue(name, routing_key=name) for name in all_queue_names()]
+    ours = [n for n in all_queue_names() if n != INBOX_QUEUE]
+    return [
+        *(Queue(name, AMQP_EXCHANGE, routing_key=name, queue_arguments=QUORUM) for name in ours),
+        # The inbox exactly as a plain Celery sender declares it (a classic queue on a direct
+        # exchange of its name): RabbitMQ refuses a declaration that differs from the queue's,
+        # so a quorum inbox would fail every by-name sender's publish.
+        Queue(INBOX_QUEUE, Exchange(INBOX_QUEUE, type="direct"), routing_key=INBOX_QUEUE),
+    ]
+
+
+def arrival_queue(delivery_info: Any) -> str | None:
+    """The queue a message was delivered from: its routing key, without the delay prefix
+    RabbitMQ's delayed delivery adds (the key names the queue in both brokers' routing)."""
+    key = (delivery_info or {}).get("routing_key") if isinstance(delivery_info, dict) else None
+    return _DELAY_PREFIX.sub("", key) if isinstance(key, str) else None

@@ -25,6 +25,9 @@ EMBEDDED_DATABASE_URL = (
     f"postgresql+psycopg://postgres@127.0.0.1:{EMBEDDED_POSTGRES_PORT}/automation"
 )
 EMBEDDED_REDIS_URL = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# kombu's names for RabbitMQ (py-amqp): amqp:// and pyamqp:// are the same transport.
+AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
 
 
 class SettingsError(Exception):
@@ -42,7 +45,13 @@ class Settings(BaseSettings):
     )
     redis_url: str = Field(
         default=EMBEDDED_REDIS_URL,
-        description="Redis: Celery broker, locks and shared rate limits.",
+        description="Redis: results, the run journal, heartbeats, locks and shared rate "
+        "limits; the Celery broker too unless BROKER_URL names another.",
+    )
+    broker_url: str = Field(
+        default="",  # empty: REDIS_URL (filled in by ``_broker_defaults_to_redis``)
+        description="Celery's broker: a redis:// URL (the default, REDIS_URL) or a RabbitMQ "
+        "amqp:// URL (quorum queues; README, 'Choosing RabbitMQ').",
     )
     timezone: str = Field(default="UTC", description="Timezone of the beat schedule.")
     data_dir: Path = Field(
@@ -179,9 +188,23 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
+        if not value.startswith(REDIS_SCHEMES):
             raise ValueError("must be a redis:// URL")
         return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        if value and not value.startswith((*REDIS_SCHEMES, *AMQP_SCHEMES)):
+            raise ValueError("must be a redis:// or amqp:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _broker_defaults_to_redis(self) -> Settings:
+        # The model is frozen; this is its construction, not a change afterwards.
+        if not self.broker_url:
+            object.__setattr__(self, "broker_url", self.redis_url)
+        return self
 
     @field_validator("timezone")
     @classmethod
@@ -257,6 +280,11 @@ class Settings(BaseSettings):
     def spotify_rate_budget(self) -> int:
         """Requests allowed in one rate window: its share of the per-minute limit."""
         return int(self.spotify_requests_per_minute * self.spotify_rate_window_seconds // 60)
+
+    @property
+    def broker_is_amqp(self) -> bool:
+        """RabbitMQ rather than Redis: the pieces that read kombu's Redis keys stand aside."""
+        return self.broker_url.startswith(AMQP_SCHEMES)
 
     @property
     def audio_directory(self) -> Path:

@@ -22,6 +22,7 @@ from celery.utils.log import get_logger
 from db.migrate import SchemaBehindError, ensure_current
 from db.session import drainer_engine, get_engine, reset_after_fork
 from worker import run_journal
+from worker.queues import arrival_queue
 from worker.redis_client import get_redis
 from worker.run_journal import RunStart, describe_error, summarize, utcnow
 
@@ -52,7 +53,7 @@ def _run_of(request: Any, task_id: str, task_name: str, args: Any, kwargs: Any) 
         task_name=task_name,
         retries=int(getattr(request, "retries", 0) or 0),
         args_summary=summarize({"args": list(args or ()), "kwargs": dict(kwargs or {})}),
-        queue=(getattr(request, "delivery_info", None) or {}).get("routing_key"),
+        queue=arrival_queue(getattr(request, "delivery_info", None)),
         # The inbox's forward adds this header; Celery exposes headers on the request.
         forwarded_from=getattr(request, "forwarded_from", None),
         worker_host=getattr(request, "hostname", None),

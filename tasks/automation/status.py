@@ -6,10 +6,12 @@ PostgreSQL, so it works with every worker down) and the ``automation.status`` ta
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 from typing import Any
 
+import kombu.exceptions
 import redis
 from celery import Celery
 from sqlalchemy import func, select
@@ -51,6 +53,7 @@ TRIGGER_ALIASES: dict[str, tuple[str, ...]] = {
 }
 NOT_TRIGGERABLE = {"automation.trigger"}
 LEDGER = queries("worker.ledger", "ledger")
+QUORUM_QUEUES = "RabbitMQ quorum queues"
 
 
 class UnknownTriggerError(PermanentError):
@@ -204,22 +207,50 @@ def queue_depths(client: redis.Redis) -> dict[str, int]:
     return {name: sum(next(lengths) for _ in PRIORITY_STEPS) for name in names}
 
 
+def amqp_queue_depths(celery_app: Celery) -> dict[str, int]:
+    """Messages waiting per queue in RabbitMQ (ready, not held by a worker), as a passive
+    declare reports them; a queue no worker has declared yet holds nothing."""
+    depths: dict[str, int] = {}
+    with celery_app.connection_for_read() as connection:
+        connection.ensure_connection(max_retries=1)
+        for name in all_queue_names():
+            # A passive declare of a missing queue closes its channel: one channel each.
+            channel = connection.channel()
+            try:
+                depths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
+            except connection.channel_errors:
+                depths[name] = 0
+            finally:
+                with contextlib.suppress(*connection.connection_errors, *connection.channel_errors):
+                    channel.close()
+    return depths
+
+
 def collect_status(
     session: Session, celery_app: Celery, now: dt.datetime, redis_url: str
 ) -> dict[str, Any]:
     report = build_status(session, celery_app, now)
+    amqp = get_settings().broker_is_amqp
+    if amqp:
+        try:
+            report["queues"] = amqp_queue_depths(celery_app)
+        except kombu.exceptions.OperationalError as exc:
+            report["queues"] = {"error": f"RabbitMQ unavailable: {exc}"}
     try:
         with redis.Redis.from_url(redis_url, socket_connect_timeout=3) as client:
-            report["queues"] = queue_depths(client)
+            if not amqp:
+                report["queues"] = queue_depths(client)
             # Run records and dead letters not yet in PostgreSQL (it is down, or every
             # worker is): they land as soon as a worker's drainer can write them.
             report["run_journal_waiting"] = pending_entries(client)
             report["enrichment"]["spotify_paused"] = spotify_pause(get_settings(), client)
-            # None: a restart of this Redis loses every queued message (README).
+            # None: a restart of this Redis loses every queued message (README). On
+            # RabbitMQ the queues are quorum queues, on disk on a majority of its nodes.
             report["broker"] = {
-                "persistence": liveness.persistence(client),
+                "persistence": QUORUM_QUEUES if amqp else liveness.persistence(client),
                 "workers_alive": liveness.live_workers(client),
             }
     except redis.RedisError as exc:
-        report["queues"] = {"error": f"Redis unavailable: {exc}"}
+        if not amqp:
+            report["queues"] = {"error": f"Redis unavailable: {exc}"}
     return report

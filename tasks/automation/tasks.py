@@ -18,7 +18,9 @@ from worker.settings import get_settings
 
 @app.task(name="automation.status", bind=True)
 def status(self: AutomationTask) -> dict[str, Any]:
-    return collect_status(self.session, self.app, dt.datetime.now(dt.UTC), self.app.conf.broker_url)
+    # Redis, which keeps the journal and heartbeats, whichever broker carries the messages.
+    redis_url = get_settings().redis_url
+    return collect_status(self.session, self.app, dt.datetime.now(dt.UTC), redis_url)
 
 
 @app.task(name="automation.trigger", bind=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from typing import Any
 
 import redis
@@ -135,7 +136,9 @@ def not_configured(settings: Settings) -> dict[str, Any] | None:
 
 
 def countdown(report: EnrichmentReport) -> float:
-    return min(report.resume_in or 0.0, MAX_COUNTDOWN_SECONDS)
+    # Whole seconds: Celery's delayed delivery on RabbitMQ counts in seconds and refuses a
+    # countdown under one (0.4 s would fail the send).
+    return float(min(math.ceil(report.resume_in or 0.0), MAX_COUNTDOWN_SECONDS))
 
 
 # -- the outbox source: completed uploads ---------------------------------------------------

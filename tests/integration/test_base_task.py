@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import redis
 from sqlalchemy import text
 
 from db.session import session_scope
+from tests.support import purge_queue, waiting_in
 from worker.publishing import publish_after_commit
 
 # No worker consumes this queue, so what reaches it stays there for the test to count.
@@ -16,10 +16,10 @@ PARKING = "test-parking"
 
 
 @pytest.fixture
-def parking(redis_client: redis.Redis) -> Any:
-    redis_client.delete(PARKING)
-    yield lambda: redis_client.llen(PARKING)
-    redis_client.delete(PARKING)
+def parking(app: Any) -> Any:
+    purge_queue(app, PARKING)
+    yield lambda: waiting_in(app, PARKING)
+    purge_queue(app, PARKING)
 
 
 def test_a_message_is_published_only_once_its_transaction_commits(app: Any, parking: Any) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from kombu import Exchange
 from sqlalchemy import select
 
 from db.models import DeadLetter, TaskRun
@@ -48,11 +47,12 @@ def test_a_pickled_message_is_refused_and_kept_as_a_dead_letter(
 def test_a_message_without_a_task_name_is_kept_as_a_dead_letter(
     app: Any, celery_worker: Any, session: Any
 ) -> None:
+    default = app.amqp.queues["default"]
     with app.producer_or_acquire() as producer:
         producer.publish(
             {"hello": "world"},
-            exchange=Exchange("default", type="direct"),
-            routing_key="default",
+            exchange=default.exchange,
+            routing_key=default.routing_key,
             serializer="json",
         )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import logging
@@ -28,6 +27,7 @@ from tests.enrichment_support import (
     new_user,
     upload,
 )
+from tests.support import purge_queue, take_message
 from worker.cli import main, render_status
 from worker.settings import get_settings
 
@@ -293,21 +293,20 @@ def test_without_a_spotify_app_enrichment_is_skipped_saying_why(session: Session
 
 
 @pytest.mark.committed
-def test_a_completed_upload_is_published_once(
-    session: Session, redis_client: redis.Redis, app: Any
-) -> None:
+def test_a_completed_upload_is_published_once(session: Session, app: Any) -> None:
     alice = new_user(session)
     done, busy = upload(session, alice), upload(session, alice, status="processing")
     session.commit()
-    redis_client.delete("enrichment")
+    purge_queue(app, "enrichment")
 
     first = dispatch_completed_uploads(app)
     second = dispatch_completed_uploads(app)
 
     assert (first, second) == (1, 0)
-    message = json.loads(redis_client.lpop("enrichment") or b"{}")
-    assert message["headers"]["task"] == "enrichment.enrich_upload"
-    args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+    message = take_message(app, "enrichment")
+    assert message is not None
+    headers, (args, _kwargs, _embed) = message
+    assert headers["task"] == "enrichment.enrich_upload"
     assert args == [done]
     queued = dict(
         session.execute(text("SELECT id, enrichment_queued_at IS NOT NULL FROM upload_jobs")).all()

@@ -331,6 +331,30 @@ def test_the_census_republishes_only_rows_whose_message_redis_no_longer_holds(
     assert rows["waiting"].enqueued_at == rows["held"].enqueued_at == published
 
 
+def test_on_rabbitmq_the_rescue_takes_no_census_of_redis_lists(
+    session: Any, app: Any, broker: redis_lib.Redis
+) -> None:
+    # A row whose message is in no Redis list: on RabbitMQ that is every row (its queues
+    # are not in Redis), so the census must not count it lost.
+    row = BackgroundTask(
+        task_type="mood_detection",
+        track_id=f.track(session, f.artist(session)).id,
+        enqueued_at=NOW - dt.timedelta(minutes=2),
+        celery_task_id="message-in-rabbitmq",
+    )
+    session.add(row)
+    session.commit()
+    epoch_began(broker, NOW - dt.timedelta(hours=1))
+    on_rabbitmq = get_settings().model_copy(update={"broker_url": "amqp://mq:5672/prod"})
+
+    report = rescue(session, app, broker, NOW, on_rabbitmq)
+    session.commit()
+
+    assert report["unheld"] == 0
+    session.refresh(row)
+    assert row.enqueued_at == NOW - dt.timedelta(minutes=2)
+
+
 def test_the_census_leaves_rows_alone_while_their_queue_is_too_long_to_read(
     session: Any, broker: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -56,8 +56,14 @@ class Server:
     url: str
     engine: Engine
     # A Redis database of its own too: the session's in-process test worker consumes the
-    # same queue names, and must not take these messages and run them elsewhere.
+    # same queue names, and must not take these messages and run them elsewhere. It is the
+    # broker here on either test broker (a RabbitMQ vhost is shared with that worker); the
+    # outage under test is PostgreSQL's.
     redis_url: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"DATABASE_URL": self.url, "REDIS_URL": self.redis_url, "BROKER_URL": self.redis_url}
 
     def stop(self) -> None:
         self.engine.dispose()
@@ -105,7 +111,8 @@ def worker_log_tail(queues: str, lines: int = 40) -> str:
 def control_app(redis_url: str) -> Celery:
     """An app that reaches workers on ``redis_url`` (the production configuration there)."""
     app = Celery(set_as_current=False)
-    app.config_from_object({**celery_config(get_settings()), "broker_url": redis_url})
+    settings = get_settings().model_copy(update={"broker_url": redis_url, "redis_url": redis_url})
+    app.config_from_object(celery_config(settings))
     return app
 
 
@@ -113,7 +120,7 @@ def send_by_name(server: Server, plan: list[tuple[str, str, dict[str, Any]]]) ->
     """Send ``plan`` from another process whose settings name ``server``; its task ids."""
     done = subprocess.run(
         [sys.executable, "-c", SENDER, json.dumps(plan)],
-        env={**os.environ, "DATABASE_URL": server.url, "REDIS_URL": server.redis_url},
+        env={**os.environ, **server.env},
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -162,7 +169,7 @@ def test_tasks_sent_during_an_outage_all_run_once_when_postgresql_is_back(up: Se
         control_app(up.redis_url),
         queues,
         concurrency=2,
-        env={"DATABASE_URL": up.url, "REDIS_URL": up.redis_url},
+        env=up.env,
     ) as worker:
         up.stop()
         try:

@@ -22,7 +22,7 @@ from db.models import BackgroundTask, TaskRun, Track
 from db.session import get_engine
 from tests import audio
 from tests import factories as f
-from tests.support import wait_for, worker_process
+from tests.support import needs_redis_broker, wait_for, worker_process
 from worker.ledger import enqueue, redis_priority
 from worker.ledger.rescue import rescue_stuck_tasks
 from worker.settings import get_settings
@@ -179,6 +179,7 @@ def test_a_message_delivered_twice_does_the_work_once(session: Any, app: Any, cl
     assert sorted(runs(session, row.celery_task_id)) == ["duplicate", "success"]
 
 
+@needs_redis_broker("RabbitMQ's quorum queues (3.10) have no message priorities")
 def test_a_backlog_is_taken_most_urgent_first(session: Any, app: Any, clicks: str) -> None:
     artist = f.artist(session)
     tracks = [f.track(session, artist, audio_path=clicks, genre="rock") for _ in range(6)]

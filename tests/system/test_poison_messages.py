@@ -33,8 +33,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from tests.support import wait_for, worker_process
+from tests.support import needs_redis_broker, wait_for, worker_process
 from worker.queues import INBOX_QUEUE, QUEUE_NAMES, redis_keys
+
+# RabbitMQ's own malformed messages (a body, content type or headers, since AMQP frames
+# themselves are well-formed by protocol) are in test_rabbitmq.py.
+pytestmark = needs_redis_broker("pushes raw envelopes onto kombu's Redis lists")
 
 T = TypeVar("T")
 

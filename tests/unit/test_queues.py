@@ -9,6 +9,8 @@ from worker.queues import (
     FAMILIES,
     INBOX_QUEUE,
     all_queue_names,
+    arrival_queue,
+    celery_queues,
     home_queue,
     route_task,
     worker_queues,
@@ -69,3 +71,26 @@ def test_tasks_are_acknowledged_late_and_requeued_if_their_worker_dies(app: Any)
     assert app.conf.task_acks_late is True
     assert app.conf.task_reject_on_worker_lost is True
     assert app.conf.worker_prefetch_multiplier == 1
+
+
+def test_on_rabbitmq_our_queues_are_quorum_queues_and_the_inbox_is_plain_celerys() -> None:
+    queues = {q.name: q for q in celery_queues(amqp=True)}
+    assert set(queues) == set(all_queue_names())
+    for name, queue in queues.items():
+        if name == INBOX_QUEUE:
+            # What a sender with Celery's defaults declares: any other declaration is refused.
+            assert (queue.exchange.name, queue.exchange.type) == (INBOX_QUEUE, "direct")
+            assert not queue.queue_arguments
+        else:
+            assert queue.queue_arguments == {"x-queue-type": "quorum"}
+            # Native delayed delivery binds topic exchanges only.
+            assert queue.exchange.type == "topic"
+            assert queue.routing_key == name
+
+
+def test_the_arrival_queue_is_the_routing_key_without_a_delay_prefix() -> None:
+    delayed = "0." * 27 + "1.stats"
+    assert arrival_queue({"routing_key": delayed}) == "stats"
+    assert arrival_queue({"routing_key": "celery"}) == "celery"
+    assert arrival_queue({}) is None
+    assert arrival_queue(None) is None

@@ -16,6 +16,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in (
         "DATABASE_URL",
         "REDIS_URL",
+        "BROKER_URL",
         "ENVIRONMENT",
         "TIMEZONE",
         "FLOWER_BASIC_AUTH",
@@ -34,6 +35,28 @@ def test_unset_urls_mean_the_embedded_services(clean_env: pytest.MonkeyPatch) ->
 def test_setting_a_url_turns_the_embedded_services_off(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("DATABASE_URL", "postgresql+psycopg://u@db:5432/app")
     assert not load_settings().uses_embedded_services
+
+
+def test_the_broker_is_redis_unless_broker_url_names_rabbitmq(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("REDIS_URL", "redis://cache:6379/2")
+    settings = load_settings()
+    assert (settings.broker_url, settings.broker_is_amqp) == ("redis://cache:6379/2", False)
+    for url in ("amqp://u:p@mq:5672/prod", "pyamqp://mq//"):
+        clean_env.setenv("BROKER_URL", url)
+        settings = load_settings()
+        assert (settings.broker_url, settings.broker_is_amqp) == (url, True)
+        assert settings.redis_url == "redis://cache:6379/2"  # still results and shared state
+
+
+def test_a_broker_url_that_is_neither_redis_nor_amqp_is_one_line(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("BROKER_URL", "sqs://queue")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert str(raised.value) == "configuration error: BROKER_URL: must be a redis:// or amqp:// URL"
 
 
 def test_postgres_urls_are_normalised_to_psycopg(clean_env: pytest.MonkeyPatch) -> None:

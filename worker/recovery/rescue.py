@@ -41,8 +41,8 @@ def rescue(
     settings: Settings,
 ) -> dict[str, int]:
     """Requeue or fail the ledger rows of dead workers, mark their runs ``lost``, publish
-    again rows whose message Redis lost (the census), and apply the ledger's time-limit
-    and lost-message rules; how many rows each rule moved."""
+    again rows whose message Redis lost (the census, Redis broker only), and apply the
+    ledger's time-limit and lost-message rules; how many rows each rule moved."""
     hosts = processing_hosts(session) | set(session.scalars(JOURNAL["running_hosts"]))
     dead = dead_hosts(client, hosts, now.timestamp(), settings.worker_lease_seconds)
     moved = rescue_stuck_tasks(session, celery_app, now, settings, dead_hosts=dead)
@@ -55,5 +55,12 @@ def rescue(
             "reason": "its worker %s stopped renewing its lease (presumed dead)",
         },
     ).all()
-    unheld = republish_unheld(session, client, ledger_queues(celery_app), now)
+    # The census reads kombu's Redis lists and unacked hash. RabbitMQ records a delivery as
+    # it makes it (no BRPOP window to lose one in), and holds its queues itself: there the
+    # census would find every pending row's message missing.
+    unheld = (
+        0
+        if settings.broker_is_amqp
+        else republish_unheld(session, client, ledger_queues(celery_app), now)
+    )
     return {**moved, "unheld": unheld, "runs_lost": len(lost), "dead_workers": len(dead)}
