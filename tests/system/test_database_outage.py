@@ -36,6 +36,10 @@ from worker.embedded import EmbeddedPostgres, free_port
 from worker.queues import INBOX_QUEUE
 from worker.settings import get_settings
 
+# Its broker is a Redis database of its own whatever the suite's broker is: the outage
+# under test is PostgreSQL's.
+pytestmark = pytest.mark.broker_independent
+
 ROOT = Path(__file__).resolve().parents[2]
 OUTAGE_SECONDS = 15
 RECOVERY_TIMEOUT = 120

@@ -10,6 +10,8 @@ import redis
 
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
+pytestmark = pytest.mark.broker_independent
+
 
 def test_embedded_postgres_keeps_its_data_across_a_restart(tmp_path: Path) -> None:
     server = EmbeddedPostgres(tmp_path, free_port())
