@@ -126,7 +126,14 @@ class AutomationTask(Task):  # type: ignore[misc]  # Celery ships no type hints
         in the run history; the caller bounds how long it waits (``deferrals``)."""
         count = self.deferrals + 1
         log.info("deferred (%d): %s; again in %.0f s", count, reason, countdown)
-        headers = {**(getattr(self.request, "headers", None) or {}), DEFERRALS_HEADER: count}
+        # The message's own headers go on with it (forwarded_from, schedule_entry, ...);
+        # only plain values: the request also carries this run's journal objects.
+        headers = {
+            key: value
+            for key, value in (getattr(self.request, "headers", None) or {}).items()
+            if isinstance(value, str | int | float | bool)
+        }
+        headers[DEFERRALS_HEADER] = count
         retry: BaseException = self.retry(
             exc=DeferredError(reason),
             countdown=countdown,

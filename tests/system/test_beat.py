@@ -32,7 +32,7 @@ from worker.cli import main
 from worker.schedules.store import defaults_from, reconcile, set_entry, set_paused
 from worker.schedules.timing import Timing
 
-LEASE = 2.0  # seconds: takeover within 2 × LEASE
+LEASE = 2.0  # seconds: takeover within 2 x LEASE
 ENTRY = "progress-every-second"
 QUEUE = "enrichment"
 
