@@ -1,60 +1,73 @@
-"""The whole periodic schedule: one entry per public task name, times in TIMEZONE.
+"""The code's default schedule: one entry per periodic job, reviewed in git.
 
-Each entry is added by the change that registers its task; beat refuses to start if an
-entry names a task that is not registered, so a typo never becomes a silent no-op. The
-schedule:
+Beat does not fire from this file but from the live schedule in PostgreSQL
+(``schedule_entries``, ``worker/schedules/``), which operators change at run time
+(``automation schedule ...``). At every beat start these defaults are reconciled into it:
+a new default is added, a changed one applied again, a removed one deleted, but an entry
+an operator edited is left as the operator made it (and logged). Times are in TIMEZONE.
 
-    listening.aggregate        daily 02:00
-    playlists.generate_all     daily 03:00
-    trending.calculate         every 6 hours
-    cleanup.background_tasks   Sundays 04:00
-    cleanup.expired_playlists  daily 05:00
-    enrichment.enrich_pending  hourly
-    cleanup.stuck_tasks        every minute
+Each entry: ``task`` (a public name; beat refuses to start with an unregistered one), a
+``cron`` expression (minute hour day-of-month month day-of-week) or ``every`` (seconds),
+optional ``kwargs``, and ``missed``, what happens to a slot that passed while beat was
+down: ``run_once`` (it runs once when beat is back, however many slots passed) or
+``skip`` (the entry waits for its next slot). The policy suits the job:
 
-and one of ours: ``cleanup.task_runs`` (run-history retention) daily at 04:30.
+- daily and weekly jobs run once on recovery: a day without aggregation, playlists or
+  retention would wait a whole day (or week) for the next slot;
+- trending (6-hourly) and enrichment (hourly, a chain that restarts itself) too: their
+  next slot is far enough for a stale ranking or a dead chain to matter;
+- the minutely rescue skips: its next slot is a minute away, and a backlog of missed
+  rescues is one rescue.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery.schedules import crontab
-
 SCHEDULE: dict[str, dict[str, Any]] = {
     "aggregate-listening-history": {
         "task": "listening.aggregate",
-        "schedule": crontab(hour=2, minute=0),
+        "cron": "0 2 * * *",
+        "missed": "run_once",
     },
     "generate-smart-playlists": {
-        # Weekly types (discovery_weekly, forgotten_favorites) only on Mondays.
+        # Weekly types (discovery_weekly, forgotten_favorites) only on Mondays. Waits for
+        # the day's aggregation to finish (tasks/playlists/tasks.py), however late it is.
         "task": "playlists.generate_all",
-        "schedule": crontab(hour=3, minute=0),
+        "cron": "0 3 * * *",
+        "missed": "run_once",
     },
     "delete-expired-playlists": {
         "task": "cleanup.expired_playlists",
-        "schedule": crontab(hour=5, minute=0),
+        "cron": "0 5 * * *",
+        "missed": "run_once",
     },
     "calculate-trending": {
         "task": "trending.calculate",
-        "schedule": crontab(hour="*/6", minute=0),
+        "cron": "0 */6 * * *",
+        "missed": "run_once",
     },
     "enrich-pending-listens": {
         # Continues itself while a backlog remains; this entry restarts a dead chain.
         "task": "enrichment.enrich_pending",
-        "schedule": crontab(minute=15),
+        "cron": "15 * * * *",
+        "missed": "run_once",
     },
     "rescue-stuck-background-tasks": {
         # Rows and runs of workers that stopped renewing their lease: back within minutes.
         "task": "cleanup.stuck_tasks",
-        "schedule": crontab(),
+        "cron": "* * * * *",
+        "missed": "skip",
     },
     "delete-old-background-tasks": {
         "task": "cleanup.background_tasks",
-        "schedule": crontab(hour=4, minute=0, day_of_week="sunday"),
+        "cron": "0 4 * * sun",
+        "missed": "run_once",
     },
     "delete-old-task-runs": {
+        # Run history and the schedule's fires past TASK_RUN_RETENTION_DAYS.
         "task": "cleanup.task_runs",
-        "schedule": crontab(hour=4, minute=30),
+        "cron": "30 4 * * *",
+        "missed": "run_once",
     },
 }

@@ -86,6 +86,13 @@ def drainer_engine() -> Engine:
 
 
 @functools.cache
+def autocommit_engine() -> Engine:
+    """Each statement its own transaction (beat's lease and fires): a process frozen
+    between two statements holds no lock and no open transaction anyone must wait out."""
+    return make_engine(get_settings().database_url, isolation_level="AUTOCOMMIT", pool_size=2)
+
+
+@functools.cache
 def _sessionmaker() -> sessionmaker[Session]:
     return sessionmaker(get_engine(), expire_on_commit=False)
 

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from db.session import new_session
 from worker import run_journal
 from worker.arguments import validate_arguments
-from worker.errors import DeliveryLimitExceededError
+from worker.errors import DeferredError, DeliveryLimitExceededError
 from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 TRANSIENT_RETRY_BASE_SECONDS = 2.0
 TRANSIENT_RETRY_CAP_SECONDS = 60.0
 TRANSIENT_MAX_RETRIES = 12
+# The message header that counts a run's deferrals (``AutomationTask.defer``).
+DEFERRALS_HEADER = "deferrals"
 
 
 def transient_countdown(retries: int, draw: float) -> float:
@@ -101,11 +103,43 @@ class AutomationTask(Task):  # type: ignore[misc]  # Celery ships no type hints
 
     def retry_transient(self, exc: BaseException) -> BaseException:
         """Retry after a transient error, or raise it once the retries are spent."""
-        countdown = transient_countdown(self.request.retries, random.random())
+        # Deferrals are retries to Celery, not failures: they do not spend this budget.
+        deferred = self.deferrals
+        countdown = transient_countdown(self.request.retries - deferred, random.random())
         log.warning(
             "transient error, retry in %.1f s: %s", countdown, run_journal.describe_error(exc)
         )
-        retry: BaseException = self.retry(exc=exc, countdown=countdown)
+        retry: BaseException = self.retry(
+            exc=exc, countdown=countdown, max_retries=TRANSIENT_MAX_RETRIES + deferred
+        )
+        return retry
+
+    @property
+    def deferrals(self) -> int:
+        """How many times this message was deferred (``defer``) so far."""
+        return int(getattr(self.request, DEFERRALS_HEADER, None) or 0)
+
+    def defer(self, reason: str, countdown: float) -> BaseException:
+        """Run again in ``countdown`` seconds, same task id and arguments: what this run
+        needs has not happened yet (the day's aggregation, for playlists). Each deferral
+        is a run with status ``retry`` and ``reason`` as its error, so the wait is visible
+        in the run history; the caller bounds how long it waits (``deferrals``)."""
+        count = self.deferrals + 1
+        log.info("deferred (%d): %s; again in %.0f s", count, reason, countdown)
+        # The message's own headers go on with it (forwarded_from, schedule_entry, ...);
+        # only plain values: the request also carries this run's journal objects.
+        headers = {
+            key: value
+            for key, value in (getattr(self.request, "headers", None) or {}).items()
+            if isinstance(value, str | int | float | bool)
+        }
+        headers[DEFERRALS_HEADER] = count
+        retry: BaseException = self.retry(
+            exc=DeferredError(reason),
+            countdown=countdown,
+            max_retries=self.request.retries + 1,
+            headers=headers,
+        )
         return retry
 
     def _run_in_transaction(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -89,8 +89,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": False,
         "event_queue_expires": 60,
         "event_queue_ttl": 5,
+        # The code's default schedule; beat fires the live one in PostgreSQL, which these
+        # are reconciled into at start (worker/schedules/). Named here, not on a command
+        # line, so `celery -A worker beat` by hand is the beat compose and `automation up`
+        # run, and any number of them may run: one leads, fenced.
         "beat_schedule": beat_schedule.SCHEDULE,
-        "beat_schedule_filename": str(settings.data_dir / "celerybeat-schedule"),
+        "beat_scheduler": "worker.schedules.scheduler:DatabaseScheduler",
+        # Beat sleeps until its next slot, its next lease renewal or its next re-read of
+        # the entries, whichever is first; this only caps it.
+        "beat_max_loop_interval": 5,
     }
 
 

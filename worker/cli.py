@@ -1,4 +1,5 @@
-"""``automation``: the operators' command line (up, db, seed, trigger, status, spotify)."""
+"""``automation``: the operators' command line (up, db, seed, trigger, status, schedule,
+spotify)."""
 
 from __future__ import annotations
 
@@ -150,10 +151,14 @@ def _parse_kwargs(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.argument("name")
 @click.option("--arg", "args", multiple=True, help="key=value (JSON value), repeatable.")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
-@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait, per task.")
 def trigger(name: str, args: tuple[str, ...], wait: bool, timeout: float) -> None:
-    """Enqueue NAME now: a public task name, a short name, or `all` (every scheduled task)."""
-    from tasks.automation.status import UnknownTriggerError, resolve_trigger
+    """Enqueue NAME now: a public task name, a short name, or `all` (every scheduled task).
+
+    `all` runs the aggregation, trending and playlists one after the other, each once the
+    one before has finished, then the rest together; it always waits, and reports each.
+    """
+    from tasks.automation.status import UnknownTriggerError, ordered_stages, resolve_trigger
     from worker import app
 
     kwargs = _parse_kwargs(args)
@@ -163,21 +168,31 @@ def trigger(name: str, args: tuple[str, ...], wait: bool, timeout: float) -> Non
         raise click.ClickException(str(exc)) from None
     if not names:
         raise click.ClickException(f"{name!r} stands for no task (nothing is scheduled yet)")
-    results = [(task, app.send_task(task, kwargs=kwargs)) for task in names]
+    in_order, rest = ordered_stages(names) if name == "all" else ([], names)
+    failed = False
+    for task in in_order:
+        result = app.send_task(task, kwargs=kwargs)
+        click.echo(f"sent {task} [{result.id}]")
+        failed |= not _report(task, result, timeout)
+    results = [(task, app.send_task(task, kwargs=kwargs)) for task in rest]
     for task, result in results:
         click.echo(f"sent {task} [{result.id}]")
-    if wait:
-        failed = False
+    if wait or in_order:
         for task, result in results:
-            try:
-                value = result.get(timeout=timeout, propagate=True)
-            except Exception as exc:
-                failed = True
-                click.echo(f"{task} failed: {type(exc).__name__}: {exc}", err=True)
-            else:
-                click.echo(f"{task} -> {json.dumps(value, indent=2, default=str)}")
-        if failed:
-            sys.exit(1)
+            failed |= not _report(task, result, timeout)
+    if failed:
+        sys.exit(1)
+
+
+def _report(task: str, result: Any, timeout: float) -> bool:
+    """Wait for ``result`` and print it; whether it succeeded."""
+    try:
+        value = result.get(timeout=timeout, propagate=True)
+    except Exception as exc:
+        click.echo(f"{task} failed: {type(exc).__name__}: {exc}", err=True)
+        return False
+    click.echo(f"{task} -> {json.dumps(value, indent=2, default=str)}")
+    return True
 
 
 @main.command()
@@ -259,21 +274,34 @@ def render_status(report: dict[str, Any]) -> str:
         f"run journal:      {report.get('run_journal_waiting', 'unknown')} record(s) "
         "waiting for PostgreSQL",
         *_broker_lines(report),
-        "schedule:" if report["schedule"] else "schedule:         (no entries yet)",
+        *render_schedule(report["schedule"]),
     ]
-    for entry in report["schedule"]:
-        last = entry["last_run"]
-        last_text = (
-            f"last {last['started_at']} {last['status']}"
-            + (f" ({last['error']})" if last.get("error") else "")
-            if last
-            else "never run"
-        )
-        lines.append(
-            f"  {entry['task']:<28} {entry['schedule']:<40} next {entry['next_run_at']}; "
-            f"{last_text}"
-        )
     return "\n".join(lines)
+
+
+def render_schedule(entries: list[dict[str, Any]]) -> list[str]:
+    """The schedule view: entry, task, schedule, paused, last run with outcome, next run."""
+    if not entries:
+        return ["schedule:         (no entries yet: beat adds the defaults when it starts)"]
+    lines = ["schedule:"]
+    for entry in entries:
+        last = entry["last_run"]
+        if last is None:
+            last_text = "never run"
+        else:
+            took = last["runtime_seconds"]
+            last_text = (
+                f"last {last['slot']}{' (run by hand)' if last['manual'] else ''}: "
+                f"{last['status']}"
+                + (f" in {took:.1f} s" if took is not None else "")
+                + (f" ({last['error']})" if last.get("error") else "")
+            )
+        state = "PAUSED" if entry["paused"] else f"next {entry['next_run_at']}"
+        lines.append(
+            f"  {entry['entry']:<30} {entry['task']:<26} {entry['schedule']:<28} "
+            f"missed: {entry['missed']:<8} {state}; {last_text}"
+        )
+    return lines
 
 
 def _enrichment_lines(enrichment: dict[str, Any]) -> list[str]:
@@ -301,6 +329,222 @@ def _enrichment_lines(enrichment: dict[str, Any]) -> list[str]:
             )
         )
     return lines
+
+
+@main.group()
+def schedule() -> None:
+    """The live schedule: list, change, pause, resume, run, delete, history.
+
+    Changes apply within seconds, with no restart, and each is kept with who made it.
+    """
+
+
+def _actor() -> str:
+    import getpass
+    import socket
+
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _schedule_errors() -> Any:
+    from worker.schedules.store import UnknownEntryError
+    from worker.schedules.timing import ScheduleError
+
+    return (ScheduleError, UnknownEntryError)
+
+
+@schedule.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def schedule_list(as_json: bool) -> None:
+    """Every entry: task, schedule, paused, last run with its outcome, next run."""
+    from db.session import session_scope
+    from worker.schedules.store import schedule_view
+
+    with session_scope() as session:
+        view = schedule_view(session, dt.datetime.now(dt.UTC))
+    click.echo(json.dumps(view, indent=2) if as_json else "\n".join(render_schedule(view)))
+
+
+@schedule.command("set")
+@click.argument("name")
+@click.option("--task", required=True, help="A public task name.")
+@click.option("--kwargs", "kwargs_json", default=None, help="The task's arguments, a JSON object.")
+@click.option("--cron", default=None, help='"minute hour day-of-month month day-of-week"')
+@click.option("--every", type=int, default=None, help="Seconds between runs.")
+@click.option("--timezone", default=None, help="The cron's timezone [default: TIMEZONE].")
+@click.option(
+    "--missed",
+    type=click.Choice(["run_once", "skip"]),
+    default=None,
+    help="A slot missed while beat was down: run once on recovery, or skip it "
+    "[default: as it was; run_once for a new entry].",
+)
+def schedule_set(
+    name: str,
+    task: str,
+    kwargs_json: str | None,
+    cron: str | None,
+    every: int | None,
+    timezone: str | None,
+    missed: Any,
+) -> None:
+    """Add entry NAME, or change it (a default changed here stays as changed)."""
+    from db.session import session_scope
+    from tasks.automation.status import NOT_TRIGGERABLE, public_task_names
+    from worker import app
+    from worker.arguments import validate_arguments
+    from worker.errors import InvalidArgumentsError
+    from worker.schedules.store import set_entry
+    from worker.schedules.timing import Timing
+
+    if (cron is None) == (every is None):
+        raise click.UsageError("give exactly one of --cron and --every")
+    try:
+        kwargs = json.loads(kwargs_json) if kwargs_json else {}
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--kwargs") from None
+    if not isinstance(kwargs, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--kwargs")
+    known = set(public_task_names(app)) - NOT_TRIGGERABLE
+    try:
+        timing = Timing(
+            cron=cron, every_seconds=every, timezone=timezone or get_settings().timezone
+        )
+        if task in known:
+            # The arguments are checked now, not at 3 AM when the slot comes.
+            validate_arguments(task, app.tasks[task].run, (), kwargs)
+        with session_scope() as session:
+            entry = set_entry(
+                session,
+                name,
+                task,
+                timing,
+                _actor(),
+                dt.datetime.now(dt.UTC),
+                kwargs=kwargs,
+                missed=missed,
+                known_tasks=known,
+            )
+            described = f"{entry.task} {timing.describe()} (missed: {entry.missed})"
+    except (*_schedule_errors(), InvalidArgumentsError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{name}: {described}; beat applies it within seconds")
+
+
+def _set_paused(name: str, paused: bool) -> None:
+    from db.session import session_scope
+    from worker.schedules.store import set_paused
+
+    try:
+        with session_scope() as session:
+            set_paused(session, name, paused, _actor(), dt.datetime.now(dt.UTC))
+    except _schedule_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@schedule.command("pause")
+@click.argument("name")
+def schedule_pause(name: str) -> None:
+    """Stop NAME from firing until it is resumed."""
+    _set_paused(name, True)
+    click.echo(f"{name}: paused")
+
+
+@schedule.command("resume")
+@click.argument("name")
+def schedule_resume(name: str) -> None:
+    """Fire NAME again from its next slot (slots passed while paused do not run)."""
+    _set_paused(name, False)
+    click.echo(f"{name}: resumed")
+
+
+@schedule.command("run")
+@click.argument("name")
+@click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait.")
+def schedule_run(name: str, wait: bool, timeout: float) -> None:
+    """Run NAME's task now, with its arguments (its next slot still fires)."""
+    import uuid
+
+    from db.session import session_scope
+    from worker import app
+    from worker.schedules.store import mark_published, record_manual_run
+
+    task_id = str(uuid.uuid4())
+    now = dt.datetime.now(dt.UTC)
+    try:
+        with session_scope() as session:
+            entry = record_manual_run(session, name, task_id, _actor(), now)
+            task, args, kwargs = entry.task, entry.args, entry.kwargs
+    except _schedule_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    # Sent once the fire is on record, so the run shows in the entry's history.
+    result = app.send_task(
+        task,
+        args=args,
+        kwargs=kwargs,
+        task_id=task_id,
+        headers={"schedule_entry": name, "schedule_slot": now.isoformat()},
+    )
+    with session_scope() as session:
+        mark_published(session, [task_id])
+    click.echo(f"sent {task} [{result.id}]")
+    if wait and not _report(task, result, timeout):
+        sys.exit(1)
+
+
+@schedule.command("delete")
+@click.argument("name")
+def schedule_delete(name: str) -> None:
+    """Delete an entry an operator added (a default can only be paused)."""
+    from db.session import session_scope
+    from worker.schedules.store import delete_entry
+
+    try:
+        with session_scope() as session:
+            delete_entry(session, name, _actor(), dt.datetime.now(dt.UTC))
+    except _schedule_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{name}: deleted")
+
+
+@schedule.command("history")
+@click.argument("name")
+@click.option("--runs", "n_runs", default=10, show_default=True, help="How many last runs.")
+@click.option("--changes", "n_changes", default=10, show_default=True, help="How many changes.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def schedule_history(name: str, n_runs: int, n_changes: int, as_json: bool) -> None:
+    """NAME's last runs (status, duration, error, from task_runs) and its changes (who,
+    when, before, after)."""
+    from db.session import session_scope
+    from worker.schedules.store import entry_changes, entry_runs
+
+    with session_scope() as session:
+        changes = entry_changes(session, name, n_changes)
+        try:
+            runs = entry_runs(session, name, n_runs)
+        except _schedule_errors() as exc:
+            if not changes:
+                raise click.ClickException(str(exc)) from None
+            runs = []  # deleted: its trail remains
+    if as_json:
+        click.echo(json.dumps({"runs": runs, "changes": changes}, indent=2))
+        return
+    click.echo(f"{name}: last {len(runs)} run(s)")
+    for run in runs:
+        took = run["runtime_seconds"]
+        click.echo(
+            f"  {run['slot']}{' (by hand)' if run['manual'] else ''}  {run['status']:<10}"
+            + (f" {took:.1f} s" if took is not None else "")
+            + (f"  {run['error']}" if run["error"] else "")
+            + f"  [{run['task_id']}]"
+        )
+    click.echo(f"{name}: last {len(changes)} change(s)")
+    for change in changes:
+        click.echo(
+            f"  {change['at']}  {change['action']:<7} by {change['actor']}: "
+            f"{json.dumps(change['before'])} -> {json.dumps(change['after'])}"
+        )
 
 
 @main.group()

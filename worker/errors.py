@@ -17,3 +17,8 @@ class DeliveryLimitExceededError(PermanentError):
 
 class InvalidArgumentsError(PermanentError):
     """A task's arguments break its declared types or bounds; the message names each one."""
+
+
+class DeferredError(Exception):
+    """Not a failure: the run waits for something (the day's aggregation) and runs again
+    later (``AutomationTask.defer``); the message says what it waits for."""

@@ -53,10 +53,14 @@ class Settings(BaseSettings):
         description="Celery's broker: a redis:// URL (the default, REDIS_URL) or a RabbitMQ "
         "amqp:// URL (quorum queues; README, 'Choosing RabbitMQ').",
     )
-    timezone: str = Field(default="UTC", description="Timezone of the beat schedule.")
+    timezone: str = Field(
+        default="UTC",
+        description="Timezone of the code's default schedule (beat_schedule.py) and of the "
+        "playlists' day.",
+    )
     data_dir: Path = Field(
         default=Path(".automation"),
-        description="Embedded services' data, beat's schedule file and Flower's state.",
+        description="Embedded services' data and Flower's state.",
     )
 
     # Flower
@@ -91,6 +95,21 @@ class Settings(BaseSettings):
         default=3,
         ge=1,
         description="Deliveries of one message that died with its worker before it is refused.",
+    )
+
+    # Beat (worker/schedules/)
+    beat_lease_seconds: float = Field(
+        default=30,
+        ge=1,
+        le=600,
+        description="The beat leader's lease: a follower takes over within 4/3 of it after "
+        "the leader dies; a slot fired within two leases of its time counts as on time.",
+    )
+    playlists_wait_for_aggregation_seconds: int = Field(
+        default=2 * 3600,
+        ge=0,
+        description="playlists.generate_all waits at most this long for the day's "
+        "listening.aggregate to finish, then builds on the stats as they are.",
     )
 
     # Spotify enrichment (tasks/enrichment/)

@@ -25,6 +25,9 @@ from worker import run_journal
 from worker.queues import arrival_queue
 from worker.redis_client import get_redis
 from worker.run_journal import RunStart, describe_error, summarize, utcnow
+from worker.schedules.store import defaults_from
+from worker.schedules.timing import ScheduleError
+from worker.settings import get_settings
 
 log = get_logger(__name__)
 
@@ -177,11 +180,14 @@ def _fresh_connections_in_child(**_: Any) -> None:
 
 
 def validate_schedule(app: Celery) -> None:
-    """Raise ValueError naming every schedule entry whose task is not registered."""
+    """Raise ValueError naming every default schedule entry whose task is not registered,
+    or whose timing or missed-run policy cannot be used."""
+    try:
+        defaults = defaults_from(app.conf.beat_schedule, get_settings().timezone)
+    except ScheduleError as exc:
+        raise ValueError(f"beat_schedule: {exc}") from None
     unknown = sorted(
-        f"{key} -> {entry['task']}"
-        for key, entry in app.conf.beat_schedule.items()
-        if entry["task"] not in app.tasks
+        f"{key} -> {entry.task}" for key, entry in defaults.items() if entry.task not in app.tasks
     )
     if unknown:
         raise ValueError("beat_schedule names unregistered tasks: " + ", ".join(unknown))

@@ -1,7 +1,8 @@
 """All models; import from here. One module per thing modelled: music (users, artists,
 tracks, plays), imports (uploads, listens, Spotify tokens), spotify (the catalogue cache),
 listening (stats), trending, playlists, ledger (background tasks), runs (run history,
-dead letters, broker resets)."""
+dead letters, broker resets), schedules (the live schedule, its audit trail, fires, the
+beat leader)."""
 
 from db.models.base import Base
 from db.models.imports import Listen, SpotifyToken, UploadJob
@@ -16,6 +17,7 @@ from db.models.listening import (
 from db.models.music import Album, Artist, PlayHistory, Track, User
 from db.models.playlists import PLAYLIST_TYPES, SmartPlaylist
 from db.models.runs import BrokerReset, DeadLetter, TaskRun, TaskRunCommit
+from db.models.schedules import BeatLeader, ScheduleChange, ScheduleEntry, ScheduleFire
 from db.models.spotify import SpotifyArtist, SpotifyMatch, SpotifyTrack
 from db.models.trending import TrendingTrack
 
@@ -26,11 +28,15 @@ __all__ = [
     "Artist",
     "BackgroundTask",
     "Base",
+    "BeatLeader",
     "BrokerReset",
     "DeadLetter",
     "Listen",
     "ListeningStatsDirty",
     "PlayHistory",
+    "ScheduleChange",
+    "ScheduleEntry",
+    "ScheduleFire",
     "SmartPlaylist",
     "SpotifyArtist",
     "SpotifyMatch",

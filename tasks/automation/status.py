@@ -7,7 +7,6 @@ PostgreSQL, so it works with every worker down) and the ``automation.status`` ta
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime as dt
 from typing import Any
 
@@ -15,7 +14,6 @@ import kombu.exceptions
 import redis
 from celery import Celery
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
 
 from db.models import (
@@ -33,6 +31,7 @@ from worker.errors import PermanentError
 from worker.ledger import limit_params
 from worker.queues import PRIORITY_STEPS, all_queue_names, redis_keys
 from worker.run_journal import pending_entries
+from worker.schedules.store import schedule_view
 from worker.settings import get_settings
 
 # Short names for the spec's manual triggers. A name is offered only once every task it
@@ -52,6 +51,24 @@ TRIGGER_ALIASES: dict[str, tuple[str, ...]] = {
     "ping": ("automation.ping",),
 }
 NOT_TRIGGERABLE = {"automation.trigger"}
+# `trigger all` runs these one after the other, each once the one before has finished:
+# the day's aggregation writes the rollups playlists read, and trending (which reads
+# play_history alone, so it waits for nothing) fills the cold-start mixes. The rest of the
+# scheduled tasks depend on none of them and go together, after them.
+DEPENDENCY_ORDER = ("listening.aggregate", "trending.calculate", "playlists.generate_all")
+
+
+def _rank(task: str) -> int:
+    return DEPENDENCY_ORDER.index(task) if task in DEPENDENCY_ORDER else len(DEPENDENCY_ORDER)
+
+
+def ordered_stages(names: list[str]) -> tuple[list[str], list[str]]:
+    """``names`` split into the tasks that run in sequence, in order, and the rest."""
+    return [n for n in names if n in DEPENDENCY_ORDER], [
+        n for n in names if n not in DEPENDENCY_ORDER
+    ]
+
+
 LEDGER = queries("worker.ledger", "ledger")
 QUORUM_QUEUES = "RabbitMQ quorum queues"
 
@@ -71,9 +88,11 @@ def valid_triggers(celery_app: Celery) -> list[str]:
 
 
 def resolve_trigger(celery_app: Celery, name: str) -> list[str]:
-    """The task names ``name`` stands for; ``all`` is every scheduled task."""
+    """The task names ``name`` stands for; ``all`` is every task of the code's default
+    schedule, in dependency order (``DEPENDENCY_ORDER`` first, then the rest by name)."""
     if name == "all":
-        return sorted({entry["task"] for entry in celery_app.conf.beat_schedule.values()})
+        names = {entry["task"] for entry in celery_app.conf.beat_schedule.values()}
+        return sorted(names, key=lambda task: (_rank(task), task))
     if name in valid_triggers(celery_app):
         return list(TRIGGER_ALIASES.get(name, (name,)))
     raise UnknownTriggerError(
@@ -88,45 +107,6 @@ def _iso(value: dt.datetime | None) -> str | None:
 def _counts(session: Session, column: Any, *where: Any) -> dict[str, int]:
     rows = session.execute(select(column, func.count()).where(*where).group_by(column))
     return {str(key): count for key, count in rows}
-
-
-def _schedule(session: Session, celery_app: Celery, now: dt.datetime) -> list[dict[str, Any]]:
-    entries = celery_app.conf.beat_schedule
-    tasks = sorted({entry["task"] for entry in entries.values()})
-    last_runs = {
-        run.task_name: run
-        for run in session.scalars(
-            select(TaskRun)
-            .where(TaskRun.task_name.in_(tasks))
-            .ext(distinct_on(TaskRun.task_name))
-            .order_by(TaskRun.task_name, TaskRun.started_at.desc())
-        )
-    }
-    report = []
-    for key, entry in sorted(entries.items()):
-        # The schedule's own clock must be ours, or "next run" mixes two notions of now.
-        schedule = copy.copy(entry["schedule"])
-        schedule.nowfun = lambda: now
-        last = last_runs.get(entry["task"])
-        since = last.started_at if last is not None else now
-        next_run = now + max(schedule.remaining_estimate(since), dt.timedelta(0))
-        report.append(
-            {
-                "entry": key,
-                "task": entry["task"],
-                "schedule": str(schedule),
-                "next_run_at": _iso(next_run),
-                "last_run": None
-                if last is None
-                else {
-                    "started_at": _iso(last.started_at),
-                    "status": last.status,
-                    "runtime_seconds": last.runtime_seconds,
-                    "error": last.error,
-                },
-            }
-        )
-    return report
 
 
 def _background_summary(session: Session, celery_app: Celery, now: dt.datetime) -> dict[str, Any]:
@@ -176,7 +156,7 @@ def build_status(session: Session, celery_app: Celery, now: dt.datetime) -> dict
         "task_runs_24h": _counts(session, TaskRun.status, TaskRun.started_at >= day_ago),
         "dead_letters": {"total": dead[0], "latest_at": _iso(dead[1])},
         "broker_resets": _broker_resets(session),
-        "schedule": _schedule(session, celery_app, now),
+        "schedule": schedule_view(session, now),
     }
 
 

@@ -312,3 +312,20 @@ def add_up(results: Iterable[dict[str, int]]) -> dict[str, int]:
         for name, count in result.items():
             total[name] += count
     return dict(total)
+
+
+def day_start(now: dt.datetime, timezone: str) -> dt.datetime:
+    """Midnight of ``now``'s day in ``timezone`` (TIMEZONE), as an aware time."""
+    local = now.astimezone(ZoneInfo(timezone))
+    return dt.datetime.combine(local.date(), dt.time(), tzinfo=ZoneInfo(timezone))
+
+
+def aggregation_pending(session: Session, now: dt.datetime, timezone: str) -> str | None:
+    """What the day's playlists wait for, or None: the day's ``listening.aggregate``, while
+    plays wait to be folded in and none has finished since the day began. Playlists read
+    the rollups it writes; built before it, a day's mixes miss the day's plays (tried:
+    side by side on a fresh seed gave no daily mix at all)."""
+    since = day_start(now, timezone)
+    if session.scalar(SQL["aggregation_pending"], {"day_start": since}):
+        return f"waiting for the day's listening.aggregate (none finished since {since})"
+    return None

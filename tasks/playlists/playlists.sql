@@ -253,3 +253,16 @@ ON CONFLICT (user_id, playlist_type) DO UPDATE SET
 -- A batch at a time, so no statement holds many row locks for long.
 DELETE FROM smart_playlists
 WHERE id IN (SELECT id FROM smart_playlists WHERE expires_at <= :now LIMIT :batch)
+
+-- name: aggregation_pending
+-- Whether the day's aggregation has yet to finish: plays wait to be folded in and no
+-- listening.aggregate has finished since the day began (its watermark row is written by
+-- the run's own transaction, stamped with the run's start).
+WITH mark AS (
+    SELECT last_xid, updated_at FROM aggregation_watermarks WHERE name = 'listening.aggregate'
+)
+SELECT NOT EXISTS (SELECT 1 FROM mark WHERE updated_at >= :day_start)
+   AND EXISTS (
+       SELECT 1 FROM play_history
+       WHERE ingest_xid >= coalesce((SELECT last_xid FROM mark), 0)
+   )

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,6 +16,7 @@ from sqlalchemy import text
 from tasks.playlists.expiry import delete_expired_playlists
 from tasks.playlists.generation import (
     add_up,
+    aggregation_pending,
     check_kind,
     chunk_ranges,
     generate_playlists,
@@ -25,6 +27,10 @@ from worker.base_task import AutomationTask
 from worker.celery_app import app
 from worker.errors import PermanentError
 from worker.settings import get_settings
+
+log = logging.getLogger(__name__)
+# How often a generate_all waiting for the day's aggregation looks again.
+AGGREGATION_POLL_SECONDS = 30
 
 
 @app.task(name="playlists.generate", bind=True)
@@ -54,7 +60,23 @@ def generate_all(
     self: AutomationTask, playlist_type: PlaylistType | None = None, force: bool = False
 ) -> Any:
     now = dt.datetime.now(dt.UTC)
-    today = now.astimezone(ZoneInfo(get_settings().timezone)).date()
+    settings = get_settings()
+    # Whichever of the two fires first, the playlists start after the day's aggregation:
+    # this run defers itself until it has finished, however late, up to a bound.
+    waiting = aggregation_pending(self.session, now, settings.timezone)
+    if waiting is not None:
+        if (
+            self.deferrals * AGGREGATION_POLL_SECONDS
+            < settings.playlists_wait_for_aggregation_seconds
+        ):
+            raise self.defer(waiting, countdown=AGGREGATION_POLL_SECONDS)
+        log.warning(
+            "%s for %d s already (PLAYLISTS_WAIT_FOR_AGGREGATION_SECONDS): building on "
+            "the stats as they are",
+            waiting,
+            settings.playlists_wait_for_aggregation_seconds,
+        )
+    today = now.astimezone(ZoneInfo(settings.timezone)).date()
     kinds = kinds_due(playlist_type, today, force)
     ranges = chunk_ranges(self.session, now) if kinds else []
     if not ranges:

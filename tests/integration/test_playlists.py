@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from db.models import SmartPlaylist, Track, TrendingTrack
+from db.models import AggregationWatermark, SmartPlaylist, Track, TrendingTrack
 from db.session import session_scope
 from tasks.playlists.expiry import delete_expired_playlists
 from tasks.playlists.generation import Rules, generate_playlists
@@ -320,6 +320,8 @@ def test_generate_all_fans_out_over_workers_and_returns_counts_per_type(
     now = dt.datetime.now(dt.UTC)
     listener, newcomer = library["user"], f.user(session)
     f.plays(session, listener, library["tracks"][(0, 0)], now - HOUR, now - 2 * HOUR)
+    # The day's aggregation has finished (generate_all waits for it otherwise).
+    session.add(AggregationWatermark(name="listening.aggregate", last_xid=0, updated_at=now))
     session.commit()
 
     result = app.send_task("playlists.generate_all", kwargs={"force": True})
@@ -391,3 +393,31 @@ def test_a_chunk_that_fails_once_is_retried_without_duplicating_anything(
         return list(session.scalars(query, {"id": result.id}))
 
     assert wait_for(lambda: statuses() == ["retry", "success"])
+
+
+def test_generate_all_waits_for_the_days_aggregation_then_builds_on_it(
+    app: Any,
+    celery_worker: Any,
+    session: Any,
+    library: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tasks.playlists import tasks as playlist_tasks
+
+    monkeypatch.setattr(playlist_tasks, "AGGREGATION_POLL_SECONDS", 1)
+    now = dt.datetime.now(dt.UTC)
+    f.plays(session, library["user"], library["tracks"][(0, 0)], now - HOUR, now - 2 * HOUR)
+    session.commit()
+
+    # The playlists fire first: they wait, visibly.
+    playlists = app.send_task("playlists.generate_all", kwargs={"force": True})
+    waiting = wait_for(
+        lambda: [r for r in runs_of(session, playlists.id) if r.status == "retry"], timeout=30
+    )
+    assert "waiting for the day's listening.aggregate" in (waiting[0].error or "")
+    assert not playlists.ready()
+
+    # The aggregation finishes; the playlists follow, built on its rollups.
+    app.send_task("listening.aggregate").get(timeout=60)
+    counts = playlists.get(timeout=90)
+    assert counts["daily_mix"] >= 1

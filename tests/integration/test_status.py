@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-from celery.schedules import crontab
 from click.testing import CliRunner
 
 from db.models import (
@@ -15,6 +14,7 @@ from db.models import (
     BackgroundTask,
     BrokerReset,
     DeadLetter,
+    ScheduleFire,
     SmartPlaylist,
     TaskRun,
     Track,
@@ -23,6 +23,8 @@ from db.models import (
 )
 from tasks.automation.status import build_status
 from worker.cli import main, render_status
+from worker.schedules.store import set_entry
+from worker.schedules.timing import Timing
 
 NOW = dt.datetime(2026, 11, 22, 12, 7, tzinfo=dt.UTC)
 
@@ -152,32 +154,35 @@ def test_trending_reports_when_it_was_last_calculated(
     }
 
 
-def test_each_schedule_entry_shows_its_next_run_and_its_last_runs_outcome(
-    session: Any, app: Any, monkeypatch: pytest.MonkeyPatch
+def test_status_shows_the_live_schedule_with_last_run_outcome_and_next_run(
+    session: Any, app: Any
 ) -> None:
-    monkeypatch.setitem(
-        app.conf,
-        "beat_schedule",
-        {
-            "status-every-10-minutes": {
-                "task": "automation.status",
-                "schedule": crontab(minute="*/10"),
-            },
-        },
+    set_entry(
+        session,
+        "status-every-10-minutes",
+        "automation.status",
+        Timing(cron="*/10 * * * *"),
+        "ops",
+        NOW - dt.timedelta(hours=1),
+        known_tasks={"automation.status"},
     )
     session.add_all(
         [
-            TaskRun(
-                task_id="a",
-                task_name="automation.status",
-                status="success",
-                started_at=NOW - dt.timedelta(minutes=17),
+            ScheduleFire(
+                entry="status-every-10-minutes",
+                slot=NOW - dt.timedelta(minutes=7),
+                task="automation.status",
+                args=[],
+                kwargs={},
+                task_id="b",
+                token=1,
             ),
             TaskRun(
                 task_id="b",
                 task_name="automation.status",
                 status="failure",
                 started_at=NOW - dt.timedelta(minutes=7),
+                runtime_seconds=0.5,
                 error="boom",
             ),
         ]
@@ -190,18 +195,20 @@ def test_each_schedule_entry_shows_its_next_run_and_its_last_runs_outcome(
     assert entry["next_run_at"] == "2026-11-22T12:10:00+00:00"
     assert entry["last_run"]["status"] == "failure"
     assert entry["last_run"]["error"] == "boom"
-    assert entry["last_run"]["started_at"] == "2026-11-22T12:00:00+00:00"
+    assert entry["last_run"]["slot"] == "2026-11-22T12:00:00+00:00"
+    text = render_status(build_status(session, app, NOW) | {"queues": {}})
+    assert "status-every-10-minutes" in text and "failure in 0.5 s (boom)" in text
 
 
-def test_a_scheduled_task_that_never_ran_says_so(
-    session: Any, app: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(
-        app.conf,
-        "beat_schedule",
-        {
-            "status-hourly": {"task": "automation.status", "schedule": crontab(minute=0)},
-        },
+def test_a_scheduled_entry_that_never_ran_says_so(session: Any, app: Any) -> None:
+    set_entry(
+        session,
+        "status-hourly",
+        "automation.status",
+        Timing(cron="0 * * * *"),
+        "ops",
+        NOW,
+        known_tasks={"automation.status"},
     )
 
     [entry] = build_status(session, app, NOW)["schedule"]

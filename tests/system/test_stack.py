@@ -32,13 +32,8 @@ def test_up_runs_a_worker_per_queue_beat_and_flower_and_ctrl_c_stops_them_all(
         )
     try:
         wait_for_stack(app, log)
-        wait_for(
-            lambda: (
-                (tmp_path / "celerybeat-schedule").exists()
-                or list(tmp_path.glob("celerybeat-schedule*"))
-            ),
-            timeout=30,
-        )
+        # Beat is up: it reconciled the defaults into the live schedule and leads.
+        wait_for(_beat_leads, timeout=30)
         children = psutil.Process(up.pid).children(recursive=True)
         assert len(children) >= len(QUEUE_NAMES) + 2  # workers, beat, flower (+ pool children)
 
@@ -49,3 +44,14 @@ def test_up_runs_a_worker_per_queue_beat_and_flower_and_ctrl_c_stops_them_all(
     finally:
         if up.poll() is None:
             up.kill()
+
+
+def _beat_leads() -> bool:
+    from sqlalchemy import text
+
+    from db.session import get_engine
+
+    with get_engine().connect() as conn:
+        leads = conn.scalar(text("SELECT expires_at > clock_timestamp() FROM beat_leader"))
+        entries = conn.scalar(text("SELECT count(*) FROM schedule_entries"))
+    return bool(leads) and bool(entries)

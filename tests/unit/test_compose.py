@@ -63,3 +63,13 @@ def test_workers_wait_for_the_migration_and_healthy_services(services: dict[str,
 
 def test_redis_keeps_its_queues_in_an_append_only_file(services: dict[str, Any]) -> None:
     assert "--appendonly" in services["redis"]["command"]
+
+
+def test_beat_runs_two_replicas_with_the_scheduler_the_app_names(
+    services: dict[str, Any],
+) -> None:
+    # No --scheduler on the command line: the app's configuration names it, so a beat
+    # started by hand is the same beat.
+    beat = services["beat"]
+    assert beat["command"] == ["celery", "-A", "worker", "beat", "--loglevel", "INFO"]
+    assert beat["deploy"]["replicas"] == 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from celery.schedules import crontab
 from click.testing import CliRunner
 
 from tasks.automation.status import UnknownTriggerError, resolve_trigger
@@ -29,16 +28,26 @@ def test_short_names_cover_the_spec_triggers_once_their_tasks_exist(app: Any) ->
     assert resolve_trigger(app, "trending") == ["trending.calculate"]
 
 
-def test_all_means_every_scheduled_task(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_all_means_every_scheduled_task_in_dependency_order(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(
         app.conf,
         "beat_schedule",
         {
-            "a": {"task": "automation.status", "schedule": crontab(minute=0)},
-            "b": {"task": "automation.status", "schedule": crontab(minute=30)},
+            "a": {"task": "playlists.generate_all", "cron": "0 3 * * *", "missed": "skip"},
+            "b": {"task": "automation.status", "cron": "0 * * * *", "missed": "skip"},
+            "c": {"task": "trending.calculate", "cron": "0 */6 * * *", "missed": "skip"},
+            "d": {"task": "listening.aggregate", "cron": "0 2 * * *", "missed": "skip"},
+            "e": {"task": "automation.status", "cron": "30 * * * *", "missed": "skip"},
         },
     )
-    assert resolve_trigger(app, "all") == ["automation.status"]
+    assert resolve_trigger(app, "all") == [
+        "listening.aggregate",
+        "trending.calculate",
+        "playlists.generate_all",
+        "automation.status",
+    ]
 
 
 def test_an_unknown_name_is_an_error_listing_the_valid_ones(app: Any) -> None:
