@@ -21,12 +21,23 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from db.models import BackgroundTask, BrokerReset, TaskRun, TaskRunCommit
+from db.models import (
+    BackgroundTask,
+    BrokerReset,
+    ScheduleEntry,
+    ScheduleFire,
+    TaskRun,
+    TaskRunCommit,
+)
 from db.session import get_engine, make_engine
 from tests import factories as f
 from worker import liveness
 from worker.recovery import census
-from worker.recovery.broker_reset import fan_outs_cut_short, recover_from_broker_reset
+from worker.recovery.broker_reset import (
+    fan_outs_cut_short,
+    recover_from_broker_reset,
+    scheduled_runs_lost,
+)
 from worker.recovery.census import republish_unheld
 from worker.recovery.rescue import rescue
 from worker.settings import get_settings
@@ -393,3 +404,41 @@ def test_after_a_broker_reset_a_fan_out_whose_fan_in_never_ran_is_sent_again(
     # What the recovery sends again, after its transaction commits. (Sending it here would
     # hand it to the test worker, whose writes no rollback undoes.)
     assert fan_outs_cut_short(session, noticed) == [("playlists.generate_all", [], {"force": True})]
+
+
+def test_after_a_broker_reset_each_entrys_newest_scheduled_run_lost_unrun_is_fired_again(
+    session: Any,
+) -> None:
+    noticed = NOW - dt.timedelta(seconds=5)
+    entries = {"daily": "run_once", "minutely": "skip", "paused": "run_once", "ran": "run_once"}
+    for name, missed in entries.items():
+        session.add(
+            ScheduleEntry(
+                name=name, task="listening.aggregate", cron="0 2 * * *", timezone="UTC",
+                missed=missed, paused=name == "paused", origin="operator",
+                not_before=NOW - dt.timedelta(days=2), updated_at=NOW, updated_by="test",
+            )
+        )  # fmt: skip
+    session.flush()
+
+    def fire(entry: str, hours_ago: int) -> None:
+        at = NOW - dt.timedelta(hours=hours_ago)
+        session.add(
+            ScheduleFire(
+                entry=entry, slot=at, fired_at=at, task="listening.aggregate", args=[],
+                kwargs={}, task_id=f"{entry}-{hours_ago}", published_at=at,
+            )
+        )  # fmt: skip
+
+    for entry in entries:
+        fire(entry, 1)
+    fire("daily", 3)  # an older slot of the same entry: only the newest runs again
+    session.add(
+        TaskRun(task_id="ran-1", task_name="listening.aggregate", status="success",
+                started_at=NOW - dt.timedelta(minutes=59))
+    )  # fmt: skip
+    session.commit()
+
+    lost = scheduled_runs_lost(session, noticed)
+
+    assert [(f.entry, f.task_id) for f in lost] == [("daily", "daily-1")]

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from celery import Celery
+from sqlalchemy import Row
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -18,6 +19,7 @@ from worker.publishing import publish_after_commit
 
 log = logging.getLogger(__name__)
 JOURNAL = queries("worker", "run_journal")
+SCHEDULES = queries("worker.schedules", "schedules")
 # A fan-out older than this is not restarted: its slot has passed (a daily job's next
 # run covers it).
 FAN_OUT_RESTART_WINDOW = dt.timedelta(hours=12)
@@ -64,20 +66,53 @@ def restart_fan_outs(session: Session, celery_app: Celery, noticed_at: dt.dateti
     return len(calls)
 
 
+def scheduled_runs_lost(session: Session, noticed_at: dt.datetime) -> list[Row[Any]]:
+    """Each run_once entry's newest fire whose message Redis lost before it ran."""
+    return list(
+        session.execute(
+            SCHEDULES["fires_lost_with_the_broker"],
+            {"noticed_at": noticed_at, "since": noticed_at - FAN_OUT_RESTART_WINDOW},
+        ).all()
+    )
+
+
+def refire_lost_slots(session: Session, celery_app: Celery, noticed_at: dt.datetime) -> int:
+    """Publish again, with the same task id and slot, each of ``scheduled_runs_lost`` (the
+    schedule's missed-run policy, applied to a loss beat could not see); how many."""
+    lost = scheduled_runs_lost(session, noticed_at)
+    for fire in lost:
+        publish_after_commit(
+            session,
+            celery_app.signature(
+                fire.task,
+                fire.args,
+                fire.kwargs,
+                task_id=fire.task_id,
+                headers={"schedule_entry": fire.entry, "schedule_slot": fire.slot.isoformat()},
+            ),
+        )
+        log.warning(
+            "%s's fire for %s was lost with Redis's data: sent again", fire.entry, fire.slot
+        )
+    return len(lost)
+
+
 def recover_from_broker_reset(
     session: Session, celery_app: Celery, epoch: str, detected_by: str | None, now: dt.datetime
 ) -> dict[str, int]:
     """Fresh messages for the ledger's rows published or claimed before ``epoch`` began,
-    runs started before it that never finished marked ``lost``, and fan-outs cut short
-    (a chord whose state was in Redis) started again.
+    runs started before it that never finished marked ``lost``, fan-outs cut short (a
+    chord whose state was in Redis) started again, and scheduled runs whose message was
+    lost fired again by their entry's missed-run policy.
 
-    Messages of other tasks that were waiting in Redis are gone without a trace: only
-    their senders (beat's next slot, another service) can send them again. Idempotent: a
+    Messages other services sent by name that were waiting in Redis are gone without a
+    trace: only their senders can send them again. Idempotent: a
     second run finds the rows already published afresh, and the epoch already recorded.
     """
     noticed_at = epoch_began(epoch)
     republished = republish_after_broker_reset(session, noticed_at)
     fan_outs = restart_fan_outs(session, celery_app, noticed_at)
+    slots = refire_lost_slots(session, celery_app, noticed_at)
     runs_lost = len(
         session.execute(
             JOURNAL["mark_unfinished_runs_lost"],
@@ -103,4 +138,5 @@ def recover_from_broker_reset(
         "ledger_republished": republished,
         "runs_lost": runs_lost,
         "fan_outs_restarted": fan_outs,
+        "scheduled_runs_refired": slots,
     }

@@ -108,3 +108,16 @@ WHERE ctid = ANY(ARRAY(SELECT ctid FROM schedule_fires WHERE fired_at < :before 
 -- name: lock_reconcile
 -- Beats starting together reconcile one after the other.
 SELECT pg_advisory_xact_lock(hashtext('schedule.reconcile'))
+
+-- name: fires_lost_with_the_broker
+-- Redis lost its data (worker/recovery/broker_reset.py): the newest fire of each entry
+-- whose policy is run_once, published before the loss was noticed and within :since, whose
+-- task never started (no run of its id: the message was still queued when it went). A run
+-- whose record was still in Redis's journal looks the same and is done again: every task is
+-- idempotent. Paused entries are left alone; a fan-out that started is the fan-out rule's.
+SELECT DISTINCT ON (f.entry) f.entry, f.slot, f.task, f.args, f.kwargs, f.task_id
+FROM schedule_fires f
+JOIN schedule_entries e ON e.name = f.entry AND NOT e.paused AND e.missed = 'run_once'
+WHERE f.published_at < :noticed_at AND f.published_at >= :since
+  AND NOT EXISTS (SELECT 1 FROM task_runs r WHERE r.task_id = f.task_id)
+ORDER BY f.entry, f.slot DESC
