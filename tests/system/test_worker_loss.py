@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from db.models import TaskRun
-from tests.support import runs_of, wait_for, worker_process
+from tests.support import needs_redis_broker, runs_of, wait_for, worker_process
 
 LEASE = 4
 ENV = {"WORKER_LEASE_SECONDS": str(LEASE)}
@@ -29,6 +29,7 @@ def finished(session: Any, task_id: str) -> list[TaskRun]:
     return runs if runs and all(r.finished_at or r.status == "lost" for r in runs) else []
 
 
+@needs_redis_broker("leases; RabbitMQ's redelivery on connection loss is test_rabbitmq.py's")
 def test_a_killed_workers_message_runs_on_another_worker_within_a_lease(
     session: Any, app: Any
 ) -> None:
@@ -54,6 +55,7 @@ def test_a_killed_workers_message_runs_on_another_worker_within_a_lease(
     assert back_after < LEASE + 45
 
 
+@needs_redis_broker("leases: RabbitMQ keeps a live consumer's message, however long it runs")
 def test_a_task_running_for_several_leases_on_a_live_worker_runs_once(
     session: Any, app: Any
 ) -> None:
