@@ -77,6 +77,7 @@ from db.seed import SeedSpec, seed_url
 from standins.spotify import SpotifyStandIn
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from worker.queues import PRIORITY_SEP, PRIORITY_STEPS
+from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_MODULE = "bench.chaos_tasks"
@@ -144,8 +145,11 @@ class Stack:
 
     @property
     def spotify_budget(self) -> int:
-        """Requests per window the limiter admits, as worker/settings.py computes it."""
-        return int(self.spotify_rpm * self.spotify_window // 60)
+        """Requests per window the limiter admits, as the workers' settings give it."""
+        return Settings(
+            spotify_requests_per_minute=self.spotify_rpm,
+            spotify_rate_window_seconds=self.spotify_window,
+        ).spotify_rate_budget
 
     @property
     def services_host(self) -> str:

@@ -24,7 +24,6 @@ fails, saying to mark it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 import uuid
@@ -216,18 +215,12 @@ def purge_broker_queues() -> None:
         return
     from kombu import Connection
 
+    from tests.support import purge
     from worker.queues import all_queue_names
 
     with Connection(url) as connection:
         for name in all_queue_names():
-            channel = connection.channel()  # a purge of a missing queue closes its channel
-            try:
-                channel.queue_purge(name)
-            except connection.channel_errors:
-                pass
-            finally:
-                with contextlib.suppress(*connection.connection_errors, *connection.channel_errors):
-                    channel.close()
+            purge(connection, name)
 
 
 def isolate(request: pytest.FixtureRequest, engine: Engine) -> Iterator[None]:

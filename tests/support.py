@@ -58,14 +58,32 @@ def purge_queue(app: Any, queue: str) -> None:
     """Empty ``queue``, on either broker. (Not deleted: kombu remembers what it declared on a
     connection, and would publish to a deleted queue's exchange without declaring it anew.)"""
     with app.connection_for_write() as connection:
-        channel = connection.channel()
-        try:
-            channel.queue_purge(queue)
-        except connection.channel_errors:
-            pass
-        finally:
-            with contextlib.suppress(*connection.connection_errors, *connection.channel_errors):
-                channel.close()
+        purge(connection, queue)
+
+
+def purge(connection: Any, queue: str) -> None:
+    """Empty ``queue`` through a kombu ``connection``; a queue not declared yet is empty."""
+    channel = connection.channel()  # a purge of a missing queue closes its channel
+    try:
+        channel.queue_purge(queue)
+    except connection.channel_errors:
+        pass
+    finally:
+        with contextlib.suppress(*connection.connection_errors, *connection.channel_errors):
+            channel.close()
+
+
+def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM to ``process``'s group (its own session), then SIGKILL if it outlives
+    ``timeout``."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def wait_for(probe: Callable[[], T], timeout: float = 20.0, interval: float = 0.1) -> T:
@@ -128,13 +146,7 @@ def worker_process(
         wait_for(lambda: app.control.ping(destination=[name], timeout=0.5), timeout=60)
         yield process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_process_group(process)
 
 
 def runs_of(session: Any, task_id: str) -> list[TaskRun]:

@@ -28,7 +28,7 @@ from sqlalchemy import select, text
 import beat_schedule
 from db.models import ScheduleEntry, ScheduleFire
 from db.session import session_scope
-from tests.support import take_message, wait_for
+from tests.support import stop_process_group, take_message, wait_for
 from worker.cli import main
 from worker.schedules.store import defaults_from, reconcile, set_entry, set_paused
 from worker.schedules.timing import Timing
@@ -78,13 +78,8 @@ def beat(log_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
     finally:
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGCONT)
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+                os.killpg(process.pid, signal.SIGCONT)  # a test may have stopped it
+            stop_process_group(process, timeout=20)
 
 
 def fires(session: Any) -> list[ScheduleFire]:
