@@ -1,5 +1,5 @@
-"""``automation``: the operators' command line (up, db, seed, trigger, status, schedule,
-spotify)."""
+"""``automation``: the operators' command line (up, api, db, seed, trigger, status, retry,
+schedule, admin, spotify)."""
 
 from __future__ import annotations
 
@@ -70,6 +70,27 @@ def up(concurrency: int, beat: bool, flower: bool) -> None:
     from worker import stack
 
     sys.exit(stack.run(get_settings(), concurrency=concurrency, beat=beat, flower=flower))
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on [default: API_ADDRESS].")
+@click.option("--port", type=int, default=None, help="Port [default: API_PORT].")
+def api(host: str | None, port: int | None) -> None:
+    """Serve the console: the HTTP API, the status page and /metrics."""
+    import uvicorn
+
+    from console.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api_address,
+        port=port or settings.api_port,
+        # The address a request came from is the client's, not a proxy's, unless a proxy
+        # is named in FORWARDED_ALLOW_IPS: the sign-in throttle counts by address.
+        proxy_headers=True,
+        log_level="info",
+    )
 
 
 @main.group()
@@ -390,11 +411,9 @@ def schedule_set(
 ) -> None:
     """Add entry NAME, or change it (a default changed here stays as changed)."""
     from db.session import session_scope
-    from tasks.automation.status import NOT_TRIGGERABLE, public_task_names
+    from tasks.automation.operations import change_entry
     from worker import app
-    from worker.arguments import validate_arguments
     from worker.errors import InvalidArgumentsError
-    from worker.schedules.store import set_entry
     from worker.schedules.timing import Timing
 
     if (cron is None) == (every is None):
@@ -405,25 +424,21 @@ def schedule_set(
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--kwargs") from None
     if not isinstance(kwargs, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--kwargs")
-    known = set(public_task_names(app)) - NOT_TRIGGERABLE
     try:
         timing = Timing(
             cron=cron, every_seconds=every, timezone=timezone or get_settings().timezone
         )
-        if task in known:
-            # The arguments are checked now, not at 3 AM when the slot comes.
-            validate_arguments(task, app.tasks[task].run, (), kwargs)
         with session_scope() as session:
-            entry = set_entry(
+            entry = change_entry(
                 session,
+                app,
                 name,
-                task,
-                timing,
-                _actor(),
-                dt.datetime.now(dt.UTC),
+                task=task,
+                timing=timing,
+                actor=_actor(),
+                now=dt.datetime.now(dt.UTC),
                 kwargs=kwargs,
                 missed=missed,
-                known_tasks=known,
             )
             described = f"{entry.task} {timing.describe()} (missed: {entry.missed})"
     except (*_schedule_errors(), InvalidArgumentsError) as exc:
@@ -464,30 +479,14 @@ def schedule_resume(name: str) -> None:
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait.")
 def schedule_run(name: str, wait: bool, timeout: float) -> None:
     """Run NAME's task now, with its arguments (its next slot still fires)."""
-    import uuid
-
     from db.session import session_scope
+    from tasks.automation.operations import run_entry_now
     from worker import app
-    from worker.schedules.store import mark_published, record_manual_run
 
-    task_id = str(uuid.uuid4())
-    now = dt.datetime.now(dt.UTC)
     try:
-        with session_scope() as session:
-            entry = record_manual_run(session, name, task_id, _actor(), now)
-            task, args, kwargs = entry.task, entry.args, entry.kwargs
+        task, result = run_entry_now(session_scope, app, name, _actor(), dt.datetime.now(dt.UTC))
     except _schedule_errors() as exc:
         raise click.ClickException(str(exc)) from None
-    # Sent once the fire is on record, so the run shows in the entry's history.
-    result = app.send_task(
-        task,
-        args=args,
-        kwargs=kwargs,
-        task_id=task_id,
-        headers={"schedule_entry": name, "schedule_slot": now.isoformat()},
-    )
-    with session_scope() as session:
-        mark_published(session, [task_id])
     click.echo(f"sent {task} [{result.id}]")
     if wait and not _report(task, result, timeout):
         sys.exit(1)
@@ -545,6 +544,210 @@ def schedule_history(name: str, n_runs: int, n_changes: int, as_json: bool) -> N
             f"  {change['at']}  {change['action']:<7} by {change['actor']}: "
             f"{json.dumps(change['before'])} -> {json.dumps(change['after'])}"
         )
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["ledger"]))
+@click.argument("row_id", type=int)
+def retry(kind: str, row_id: int) -> None:
+    """Retry failed row ROW_ID of KIND (ledger: a background task) with fresh attempts."""
+    from db.session import session_scope
+    from tasks.automation.operations import RetryError
+    from tasks.automation.operations import retry as retry_row
+
+    try:
+        with session_scope() as session:
+            done = retry_row(session, kind, row_id)
+            _audit_cli(session, "retry", f"{kind}:{row_id}", done)
+    except RetryError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{kind} {row_id} ({done['task_type']}): pending again; it runs shortly")
+
+
+def _audit_cli(session: Any, action: str, target: str, detail: dict[str, Any]) -> None:
+    from console.accounts import audit
+
+    audit(session, f"cli:{_actor()}", action, target, detail)
+
+
+@main.group()
+def admin() -> None:
+    """Console users, their roles and API tokens (viewer reads; admin also acts; service
+    may only trigger)."""
+
+
+def _admin_errors() -> Any:
+    from console.accounts import AccountError
+
+    return AccountError
+
+
+@admin.command("create")
+@click.argument("username")
+@click.option(
+    "--role", type=click.Choice(["admin", "viewer", "service"]), default="viewer", show_default=True
+)
+def admin_create(username: str, role: str) -> None:
+    """Add console user USERNAME with ROLE."""
+    from console.accounts import create_admin
+    from db.session import session_scope
+
+    try:
+        with session_scope() as session:
+            create_admin(session, username, role)
+            _audit_cli(session, "admin.create", username, {"role": role})
+    except _admin_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"{username}: {role}; `automation admin token {username}` gives an API token, "
+        f"`automation admin password {username}` sets a password for the status page"
+    )
+
+
+@admin.command("role")
+@click.argument("username")
+@click.argument("role", type=click.Choice(["admin", "viewer", "service"]))
+def admin_role(username: str, role: str) -> None:
+    """Change USERNAME's role (its tokens and sessions take it at their next request)."""
+    from console.accounts import set_role
+    from db.session import session_scope
+
+    try:
+        with session_scope() as session:
+            set_role(session, username, role)
+            _audit_cli(session, "admin.role", username, {"role": role})
+    except _admin_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{username}: {role}")
+
+
+@admin.command("token")
+@click.argument("username")
+def admin_token(username: str) -> None:
+    """Print a new API token for USERNAME, alone on the last line. It is shown once: only
+    its digest is kept. Send it as `Authorization: Bearer TOKEN`."""
+    from console.accounts import issue_token
+    from db.session import session_scope
+
+    try:
+        with session_scope() as session:
+            token, row = issue_token(session, username)
+            _audit_cli(session, "admin.token", username, {"prefix": row.prefix})
+    except _admin_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"{username}: new token {row.prefix}… (shown once; revoke with "
+        f"`automation admin revoke {row.prefix}`)",
+        err=True,
+    )
+    click.echo(token)
+
+
+@admin.command("user-token")
+@click.argument("user_id", type=int)
+def admin_user_token(user_id: int) -> None:
+    """Print a new token for listener USER_ID: it reads and regenerates only that user's
+    smart playlists. Alone on the last line, shown once."""
+    from console.accounts import issue_user_token
+    from db.session import session_scope
+
+    try:
+        with session_scope() as session:
+            token, row = issue_user_token(session, user_id)
+            _audit_cli(session, "admin.user_token", f"user:{user_id}", {"prefix": row.prefix})
+    except _admin_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"user {user_id}: new token {row.prefix}…", err=True)
+    click.echo(token)
+
+
+@admin.command("revoke")
+@click.argument("token_or_user")
+@click.option("--all", "everything", is_flag=True, help="Every token and session of a user.")
+def admin_revoke(token_or_user: str, everything: bool) -> None:
+    """Revoke a token (by its first characters, as `admin list` shows them), or with --all
+    every token and page session of a user. Takes effect at its next request."""
+    from console.accounts import revoke_all, revoke_token
+    from db.session import session_scope
+
+    now = dt.datetime.now(dt.UTC)
+    try:
+        with session_scope() as session:
+            if everything:
+                count = revoke_all(session, token_or_user, now)
+            else:
+                count = revoke_token(session, token_or_user, now)
+            _audit_cli(session, "admin.revoke", token_or_user, {"revoked": count})
+    except _admin_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    if not count:
+        raise click.ClickException(f"no live token matches {token_or_user!r}")
+    click.echo(f"revoked {count} credential(s)")
+
+
+@admin.command("password")
+@click.argument("username")
+def admin_password(username: str) -> None:
+    """Set USERNAME's status-page password, read from standard input (at least 12
+    characters; stored as an argon2 hash)."""
+    from console.accounts import set_password
+    from db.session import session_scope
+
+    if sys.stdin.isatty():
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    try:
+        with session_scope() as session:
+            set_password(session, username, password)
+            _audit_cli(session, "admin.password", username, {})
+    except _admin_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{username}: password set")
+
+
+@admin.command("disable")
+@click.argument("username")
+def admin_disable(username: str) -> None:
+    """Disable USERNAME: every token and session stops working at its next request."""
+    from console.accounts import disable_admin
+    from db.session import session_scope
+
+    try:
+        with session_scope() as session:
+            count = disable_admin(session, username, dt.datetime.now(dt.UTC))
+            _audit_cli(session, "admin.disable", username, {"revoked": count})
+    except _admin_errors() as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{username}: disabled; {count} credential(s) revoked")
+
+
+@admin.command("list")
+@click.argument("username", required=False)
+def admin_list(username: str | None) -> None:
+    """Console users with their roles; with USERNAME, that user's API tokens."""
+    from console.accounts import list_admins, list_tokens
+    from db.session import session_scope
+
+    try:
+        with session_scope() as session:
+            if username is None:
+                for row in list_admins(session):
+                    click.echo(
+                        f"{row['username']:<24} {row['role']:<8} "
+                        f"{'password' if row['password'] else 'no password':<12} "
+                        f"{row['live_tokens']} live token(s)"
+                        + ("  DISABLED" if row["disabled"] else "")
+                    )
+                return
+            for token in list_tokens(session, username):
+                click.echo(
+                    f"{token['prefix']}…  created {token['created_at']}  last used "
+                    f"{token['last_used_at'] or 'never'}"
+                    + (f"  REVOKED {token['revoked_at']}" if token["revoked_at"] else "")
+                )
+    except _admin_errors() as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.group()

@@ -105,6 +105,17 @@ def live_workers(client: redis.Redis) -> list[str]:
     )
 
 
+def worker_queues(client: redis.Redis) -> dict[str, list[str]]:
+    """Each live worker's queues, as its heartbeat reports them."""
+    names = live_workers(client)
+    values = client.mget([HEARTBEAT_PREFIX + name for name in names]) if names else []
+    return {
+        name: list(json.loads(value).get("queues", []))
+        for name, value in zip(names, values, strict=True)
+        if value is not None
+    }
+
+
 def persistence(client: redis.Redis) -> str | None:
     """How Redis keeps its data across a restart (``aof``, ``rdb``), None if it keeps
     nothing, or why it cannot be told (managed Redis often disables CONFIG)."""
@@ -139,6 +150,7 @@ class Renewer(threading.Thread):
         hostname: str,
         lease_seconds: float,
         on_new_epoch: Callable[[str], None],
+        queues: list[str] | None = None,
     ) -> None:
         super().__init__(name="automation-lease", daemon=True)
         self.client = client
@@ -147,7 +159,13 @@ class Renewer(threading.Thread):
         self.hostname = hostname
         self.lease_seconds = lease_seconds
         self.on_new_epoch = on_new_epoch
-        self.info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        # The queues let a readiness check tell that every queue has a live consumer.
+        self.info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.time(),
+            "queues": queues or [],
+        }
         self._stopping = threading.Event()
 
     def run(self) -> None:
@@ -255,6 +273,7 @@ class Lease(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery ships no t
             hostname=c.hostname,
             lease_seconds=settings.worker_lease_seconds,
             on_new_epoch=_announce_new_epoch(c.app, c.hostname),
+            queues=sorted(queue.name for queue in c.task_consumer.queues),
         )
         self.renewer.start()
 

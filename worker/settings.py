@@ -70,6 +70,31 @@ class Settings(BaseSettings):
         default=None, description="user:password; required in production."
     )
 
+    # The operators' console: the HTTP API, the status page and /metrics (console/)
+    api_address: str = Field(
+        default="127.0.0.1", description="Where the console listens; 0.0.0.0 in a container."
+    )
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_session_hours: float = Field(
+        default=12.0, gt=0, description="A page login lasts this long."
+    )
+    api_login_max_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Failed logins (per name and per address) before further tries are "
+        "refused for API_LOGIN_LOCKOUT_SECONDS.",
+    )
+    api_login_lockout_seconds: int = Field(default=15 * 60, ge=1)
+    api_cookie_secure: bool | None = Field(
+        default=None,
+        description="Session cookie only over HTTPS; default: on in production.",
+    )
+    flower_url: str | None = Field(
+        default=None,
+        description="Flower as operators reach it, linked from the status page "
+        "(default: http://FLOWER_ADDRESS:FLOWER_PORT).",
+    )
+
     # Workers
     worker_max_memory_per_child_mb: int = Field(
         default=512, ge=64, description="A worker child over this is replaced after its task."
@@ -308,6 +333,18 @@ class Settings(BaseSettings):
     @property
     def audio_directory(self) -> Path:
         return self.audio_root if self.audio_root is not None else self.data_dir / "audio"
+
+    @property
+    def secure_cookies(self) -> bool:
+        return (
+            self.environment == "production"
+            if self.api_cookie_secure is None
+            else (self.api_cookie_secure)
+        )
+
+    @property
+    def flower_link(self) -> str:
+        return self.flower_url or f"http://{self.flower_address}:{self.flower_port}"
 
     @property
     def uses_embedded_services(self) -> bool:

@@ -2,9 +2,10 @@
 tracks, plays), imports (uploads, listens, Spotify tokens), spotify (the catalogue cache),
 listening (stats), trending, playlists, ledger (background tasks), runs (run history,
 dead letters, broker resets), schedules (the live schedule, its audit trail, fires, the
-beat leader)."""
+beat leader), console (admin users, tokens, audit log, alert incidents)."""
 
 from db.models.base import Base
+from db.models.console import ROLES, AdminAudit, AdminUser, AlertIncident, ApiToken
 from db.models.imports import Listen, SpotifyToken, UploadJob
 from db.models.ledger import BackgroundTask
 from db.models.listening import (
@@ -23,8 +24,13 @@ from db.models.trending import TrendingTrack
 
 __all__ = [
     "PLAYLIST_TYPES",
+    "ROLES",
+    "AdminAudit",
+    "AdminUser",
     "AggregationWatermark",
     "Album",
+    "AlertIncident",
+    "ApiToken",
     "Artist",
     "BackgroundTask",
     "Base",

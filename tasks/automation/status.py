@@ -12,7 +12,7 @@ from typing import Any
 
 import kombu.exceptions
 import redis
-from celery import Celery
+from celery import Celery, chain
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -98,6 +98,30 @@ def resolve_trigger(celery_app: Celery, name: str) -> list[str]:
     raise UnknownTriggerError(
         f"unknown task {name!r}; valid: {', '.join(valid_triggers(celery_app))}"
     )
+
+
+def send_trigger(
+    celery_app: Celery, name: str, kwargs: dict[str, Any] | None = None
+) -> list[dict[str, str]]:
+    """Enqueue what ``name`` stands for; each task sent, with its id.
+
+    For ``all``, the tasks of ``DEPENDENCY_ORDER`` go as a chain, each starting once the
+    one before has succeeded, and the rest go at once.
+    """
+    names = resolve_trigger(celery_app, name)
+    in_order, rest = ordered_stages(names) if name == "all" else ([], names)
+    sent = []
+    if in_order:
+        last = chain(
+            *(celery_app.signature(n, kwargs=kwargs or {}, immutable=True) for n in in_order)
+        ).apply_async()
+        ids = []
+        while last is not None:
+            ids.append(last.id)
+            last = last.parent
+        sent += [{"task": n, "task_id": i} for n, i in zip(in_order, reversed(ids), strict=True)]
+    sent += [{"task": n, "task_id": celery_app.send_task(n, kwargs=kwargs or {}).id} for n in rest]
+    return sent
 
 
 def _iso(value: dt.datetime | None) -> str | None:

@@ -8,10 +8,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from celery import chain
-
 from tasks.automation.history import delete_old_task_runs
-from tasks.automation.status import collect_status, ordered_stages, resolve_trigger
+from tasks.automation.status import collect_status, send_trigger
 from worker.arguments import JsonObject, ShortName
 from worker.base_task import AutomationTask
 from worker.celery_app import app
@@ -29,23 +27,7 @@ def status(self: AutomationTask) -> dict[str, Any]:
 def trigger(
     self: AutomationTask, task: ShortName, kwargs: JsonObject | None = None
 ) -> dict[str, Any]:
-    names = resolve_trigger(self.app, task)
-    in_order, rest = ordered_stages(names) if task == "all" else ([], names)
-    sent = []
-    if in_order:
-        # A chain: each starts once the one before has succeeded (DEPENDENCY_ORDER).
-        last = chain(
-            *(self.app.signature(name, kwargs=kwargs or {}, immutable=True) for name in in_order)
-        ).apply_async()
-        ids = []
-        while last is not None:
-            ids.append(last.id)
-            last = last.parent
-        sent += [{"task": n, "task_id": i} for n, i in zip(in_order, reversed(ids), strict=True)]
-    sent += [
-        {"task": name, "task_id": self.app.send_task(name, kwargs=kwargs or {}).id} for name in rest
-    ]
-    return {"triggered": sent}
+    return {"triggered": send_trigger(self.app, task, kwargs)}
 
 
 @app.task(name="automation.ping", bind=True)
