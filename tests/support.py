@@ -171,3 +171,38 @@ def wait_for_stack(app: Any, log: Path) -> None:
 
     wait_for(workers_answering, timeout=90, interval=1)
     wait_for(lambda: "Flower: http://127.0.0.1:" in log.read_text(), timeout=30)
+
+
+@contextlib.contextmanager
+def serve_console(settings: Any = None) -> Iterator[str]:
+    """The console (``console.app``) served by a real uvicorn on a free loopback port, in a
+    thread of this process; yields its base URL. Requests go over real HTTP."""
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from console.app import create_app
+    from worker.embedded import free_port
+
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="console", daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(answers, timeout=20)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
