@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 from db.models import ROLES, AdminAudit, AdminUser, ApiToken, User
 from worker.errors import PermanentError
 
-TOKEN_PREFIX = "mat_"
+# Marks a string as one of our tokens (secret scanners and people can tell); not a secret.
+TOKEN_PREFIX = "mat_"  # nosec B105
 SHOWN_PREFIX = 12
 # A token's use is written back at most this often: a busy dashboard polling every second
 # would otherwise be a row update per request.
@@ -50,8 +51,10 @@ class Principal:
     user_id: int | None = None
 
     def may(self, need: str) -> bool:
-        """``read``: the reports; ``admin``: change things; ``trigger``: enqueue tasks."""
+        """``read``: the reports; ``admin``: change things; ``trigger``: enqueue tasks;
+        ``any``: any valid credential (the route then decides, as for a user's playlists)."""
         allowed = {
+            "any": {"admin", "viewer", "service", "user"},
             "read": {"admin", "viewer"},
             "admin": {"admin"},
             "trigger": {"admin", "service"},
@@ -137,11 +140,19 @@ def _revoke(session: Session, where: Any, now: dt.datetime) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-def revoke_token(session: Session, prefix: str, now: dt.datetime) -> int:
-    """Revoke the token(s) whose shown prefix is ``prefix``; how many."""
-    if len(prefix) < len(TOKEN_PREFIX) + 4:
+def revoke_token(session: Session, given: str, now: dt.datetime) -> int:
+    """Revoke the token ``given`` whole, or the token(s) whose shown prefix starts with
+    ``given``; how many."""
+    if len(given) < len(TOKEN_PREFIX) + 4:
         raise AccountError("give at least the first 8 characters of the token")
-    return _revoke(session, ApiToken.prefix.startswith(prefix, autoescape=True), now)
+    if len(given) > SHOWN_PREFIX:
+        # More than the prefix: the whole token, or a pasted stretch of one.
+        return _revoke(
+            session,
+            (ApiToken.digest == token_digest(given)) | (ApiToken.prefix == given[:SHOWN_PREFIX]),
+            now,
+        )
+    return _revoke(session, ApiToken.prefix.startswith(given, autoescape=True), now)
 
 
 def revoke_all(session: Session, username: str, now: dt.datetime) -> int:

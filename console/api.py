@@ -1,8 +1,496 @@
 """The HTTP API under ``/api/automation``: status and triggers, trending, smart
-playlists, schedules, runs and dead letters. Bearer tokens only (``console.auth``)."""
+playlists, schedules, runs, dead letters and the audit log. Bearer tokens only
+(``console.auth``); every change is recorded in the audit log with who and from where.
+
+Handlers are plain ``def``: FastAPI runs them in its thread pool, where the synchronous
+session and the Celery client belong. Each opens its own transaction, and a message is
+sent only after the transaction that records its reason has committed.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import datetime as dt
+from typing import Annotated, Any, Literal, get_args
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from console.accounts import Principal, audit
+from console.auth import ConsoleDep, address, require
+from db.models import PLAYLIST_TYPES, AdminAudit, DeadLetter, TaskRun
+from db.queries import queries
+from db.session import session_scope
+from tasks.automation.operations import (
+    NoSuchRowError,
+    RetryError,
+    change_entry,
+    retry,
+    run_entry_now,
+)
+from tasks.automation.status import (
+    UnknownTriggerError,
+    collect_status,
+    resolve_trigger,
+    send_trigger,
+    valid_triggers,
+)
+from worker.arguments import validate_arguments
+from worker.errors import InvalidArgumentsError
+from worker.schedules.store import (
+    UnknownEntryError,
+    delete_entry,
+    entry_changes,
+    entry_runs,
+    schedule_view,
+    set_paused,
+)
+from worker.schedules.timing import MissedPolicy, ScheduleError, Timing
 
 router = APIRouter(prefix="/api/automation", tags=["automation"])
+SQL = queries("console", "console")
+
+Reader = Annotated[Principal, Depends(require("read"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+Triggerer = Annotated[Principal, Depends(require("trigger"))]
+Caller = Annotated[Principal, Depends(require("any"))]
+PlaylistType = Literal["daily_mix", "discovery_weekly", "new_for_you", "forgotten_favorites"]
+assert set(get_args(PlaylistType)) == set(PLAYLIST_TYPES)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _bad_request(message: str, **extra: Any) -> HTTPException:
+    return HTTPException(status.HTTP_400_BAD_REQUEST, {"error": message, **extra})
+
+
+def _record(
+    request: Request, who: Principal, action: str, target: str, detail: dict[str, Any]
+) -> None:
+    with session_scope() as session:
+        audit(session, who.name, action, target, detail, address(request))
+
+
+class Sent(BaseModel):
+    task: str
+    task_id: str
+
+
+class SentTasks(BaseModel):
+    triggered: list[Sent]
+
+
+# Status and triggers
+
+
+class TriggerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(
+        description="`all`, a short name (smart_playlists, trending, listening_stats, "
+        "cleanup, enrichment, ...) or a public task name; GET lists them."
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="The task's arguments.")
+
+
+@router.get("/trigger", summary="The status report and the triggerable tasks")
+def status_and_triggers(ctx: ConsoleDep, _: Reader) -> dict[str, Any]:
+    with session_scope() as session:
+        report = collect_status(session, ctx.celery, _now(), ctx.settings.redis_url)
+    return {"status": report, "tasks": valid_triggers(ctx.celery)}
+
+
+def _check_trigger(celery_app: Any, name: str, kwargs: dict[str, Any]) -> list[str]:
+    """The task names ``name`` stands for, once the name and arguments are known good."""
+    try:
+        names = resolve_trigger(celery_app, name)
+    except UnknownTriggerError as exc:
+        raise _bad_request(str(exc), valid=valid_triggers(celery_app)) from None
+    if kwargs and len(names) > 1:
+        raise _bad_request(f"{name!r} stands for several tasks: it takes no kwargs")
+    for task in names:
+        try:
+            validate_arguments(task, celery_app.tasks[task].run, (), kwargs)
+        except InvalidArgumentsError as exc:
+            raise _bad_request(str(exc)) from None
+    return names
+
+
+@router.post(
+    "/trigger",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Enqueue a task now (admin or service token)",
+    responses={400: {"description": "Unknown task (the valid names are listed) or bad kwargs"}},
+)
+def trigger(body: TriggerRequest, request: Request, ctx: ConsoleDep, who: Triggerer) -> SentTasks:
+    _check_trigger(ctx.celery, body.task, body.kwargs)
+    sent = send_trigger(ctx.celery, body.task, body.kwargs)
+    _record(request, who, "trigger", body.task, {"kwargs": body.kwargs, "sent": sent})
+    return SentTasks(triggered=[Sent(**item) for item in sent])
+
+
+# Trending
+
+
+@router.get("/trending", summary="The trending tracks, hottest first")
+def trending(_: Reader, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+    with session_scope() as session:
+        rows = session.execute(SQL["trending"], {"limit": limit}).mappings().all()
+    return {
+        "calculated_at": rows[0]["calculated_at"].isoformat() if rows else None,
+        "tracks": [
+            {
+                "rank": row["rank"],
+                "track": {
+                    "id": row["track_id"],
+                    "title": row["title"],
+                    "genre": row["genre"],
+                    "artist": {"id": row["artist_id"], "name": row["artist_name"]},
+                    "album": None
+                    if row["album_id"] is None
+                    else {"id": row["album_id"], "title": row["album_title"]},
+                },
+                "trend_score": row["trend_score"],
+                "play_count_24h": row["play_count_24h"],
+                "play_count_7d": row["play_count_7d"],
+                "unique_listeners_24h": row["unique_listeners_24h"],
+                "unique_listeners_7d": row["unique_listeners_7d"],
+            }
+            for row in rows
+        ],
+    }
+
+
+@router.post(
+    "/trending", status_code=status.HTTP_202_ACCEPTED, summary="Recalculate trending (admin)"
+)
+def recalculate_trending(request: Request, ctx: ConsoleDep, who: Admin) -> SentTasks:
+    sent = send_trigger(ctx.celery, "trending")
+    _record(request, who, "trigger", "trending", {"sent": sent})
+    return SentTasks(triggered=[Sent(**item) for item in sent])
+
+
+# Smart playlists
+
+
+def _whose(who: Principal, user_id: int | None) -> int:
+    """The user whose playlists the caller may see: a listener's own; anyone's for an
+    admin or viewer, who must say which."""
+    if who.role == "user":
+        assert who.user_id is not None
+        if user_id is not None and user_id != who.user_id:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "a user token sees only its user")
+        return who.user_id
+    if not who.may("read"):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {who.role!r} may not read")
+    if user_id is None:
+        raise _bad_request("give user_id: whose playlists?")
+    return user_id
+
+
+def _playlists(session: Session, user_id: int, kind: str | None) -> list[dict[str, Any]]:
+    playlists: dict[int, dict[str, Any]] = {}
+    for row in session.execute(
+        SQL["user_playlists"], {"user_id": user_id, "type": kind, "now": _now()}
+    ).mappings():
+        playlist = playlists.setdefault(
+            row["playlist_id"],
+            {
+                "id": row["playlist_id"],
+                "type": row["playlist_type"],
+                "generated_at": row["generated_at"].isoformat(),
+                "expires_at": row["expires_at"].isoformat(),
+                "cold_start": row["cold_start"],
+                "tracks": [],
+            },
+        )
+        if row["track_id"] is not None:
+            playlist["tracks"].append(
+                {
+                    "position": row["position"],
+                    "id": row["track_id"],
+                    "title": row["title"],
+                    "artist": row["artist_name"],
+                }
+            )
+    return list(playlists.values())
+
+
+@router.get("/smart-playlists", summary="A user's current smart playlists, with their tracks")
+def smart_playlists(
+    who: Caller,
+    playlist_type: Annotated[PlaylistType | None, Query(alias="type")] = None,
+    user_id: int | None = None,
+) -> dict[str, Any]:
+    owner = _whose(who, user_id)
+    with session_scope() as session:
+        return {"user_id": owner, "playlists": _playlists(session, owner, playlist_type)}
+
+
+class RegenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    playlist_type: PlaylistType = Field(alias="playlistType")
+    user_id: int | None = Field(default=None, alias="userId", description="Admins only.")
+
+
+@router.post(
+    "/smart-playlists",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Regenerate one of the caller's playlists (a user token, or an admin for userId)",
+)
+def regenerate_playlist(
+    body: RegenerateRequest, request: Request, ctx: ConsoleDep, who: Caller
+) -> SentTasks:
+    if who.role not in ("user", "admin"):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"role {who.role!r} may not regenerate playlists"
+        )
+    owner = _whose(who, body.user_id)
+    with session_scope() as session:
+        exists = session.scalar(SQL["user_exists"], {"user_id": owner})
+    if not exists:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user with id {owner}")
+    kwargs = {"user_id": owner, "playlist_type": body.playlist_type}
+    result = ctx.celery.send_task("playlists.generate", kwargs=kwargs)
+    sent = [{"task": "playlists.generate", "task_id": result.id}]
+    _record(request, who, "regenerate_playlist", f"user:{owner}", {**kwargs, "sent": sent})
+    return SentTasks(triggered=[Sent(**item) for item in sent])
+
+
+# Schedules
+
+
+def _schedule_call(fn: Any) -> Any:
+    try:
+        return fn()
+    except UnknownEntryError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except (ScheduleError, InvalidArgumentsError) as exc:
+        raise _bad_request(str(exc)) from None
+
+
+@router.get("/schedules", summary="Every entry: task, timing, paused, last and next run")
+def schedules(_: Reader) -> list[dict[str, Any]]:
+    with session_scope() as session:
+        return schedule_view(session, _now())
+
+
+class EntryRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    cron: str | None = Field(default=None, description='"minute hour dom month dow"')
+    every_seconds: int | None = Field(default=None, ge=1)
+    timezone: str | None = Field(default=None, description="Default: TIMEZONE.")
+    missed: MissedPolicy | None = None
+
+
+def _entry(session: Session, name: str) -> dict[str, Any]:
+    return next(e for e in schedule_view(session, _now()) if e["entry"] == name)
+
+
+@router.put("/schedules/{name}", summary="Add or change an entry (admin)")
+def set_schedule(
+    name: str, body: EntryRequest, request: Request, ctx: ConsoleDep, who: Admin
+) -> dict[str, Any]:
+    if (body.cron is None) == (body.every_seconds is None):
+        raise _bad_request("give exactly one of cron and every_seconds")
+
+    def change() -> dict[str, Any]:
+        timing = Timing(
+            cron=body.cron,
+            every_seconds=body.every_seconds,
+            timezone=body.timezone or ctx.settings.timezone,
+        )
+        with session_scope() as session:
+            change_entry(
+                session,
+                ctx.celery,
+                name,
+                task=body.task,
+                timing=timing,
+                actor=who.name,
+                now=_now(),
+                kwargs=body.kwargs,
+                missed=body.missed,
+            )
+            audit(session, who.name, "schedule.set", name, body.model_dump(), address(request))
+            return _entry(session, name)
+
+    result: dict[str, Any] = _schedule_call(change)
+    return result
+
+
+def _pause(name: str, paused: bool, request: Request, who: Principal) -> dict[str, Any]:
+    def change() -> dict[str, Any]:
+        with session_scope() as session:
+            set_paused(session, name, paused, who.name, _now())
+            action = "schedule.pause" if paused else "schedule.resume"
+            audit(session, who.name, action, name, {}, address(request))
+            return _entry(session, name)
+
+    result: dict[str, Any] = _schedule_call(change)
+    return result
+
+
+@router.post("/schedules/{name}/pause", summary="Stop an entry firing (admin)")
+def pause_schedule(name: str, request: Request, who: Admin) -> dict[str, Any]:
+    return _pause(name, True, request, who)
+
+
+@router.post("/schedules/{name}/resume", summary="Fire an entry again from its next slot (admin)")
+def resume_schedule(name: str, request: Request, who: Admin) -> dict[str, Any]:
+    return _pause(name, False, request, who)
+
+
+@router.post(
+    "/schedules/{name}/run",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Run an entry's task now (admin)",
+)
+def run_schedule(name: str, request: Request, ctx: ConsoleDep, who: Admin) -> SentTasks:
+    task, result = _schedule_call(
+        lambda: run_entry_now(session_scope, ctx.celery, name, who.name, _now())
+    )
+    _record(request, who, "schedule.run", name, {"task_id": result.id})
+    return SentTasks(triggered=[Sent(task=task, task_id=result.id)])
+
+
+@router.delete("/schedules/{name}", summary="Delete an operator's entry (admin)")
+def delete_schedule(name: str, request: Request, who: Admin) -> dict[str, str]:
+    def change() -> None:
+        with session_scope() as session:
+            delete_entry(session, name, who.name, _now())
+            audit(session, who.name, "schedule.delete", name, {}, address(request))
+
+    _schedule_call(change)
+    return {"deleted": name}
+
+
+@router.get("/schedules/{name}/history", summary="An entry's last runs and changes")
+def schedule_history(
+    name: str,
+    _: Reader,
+    runs: Annotated[int, Query(ge=1, le=500)] = 20,
+    changes: Annotated[int, Query(ge=1, le=500)] = 20,
+) -> dict[str, Any]:
+    with session_scope() as session:
+        trail = entry_changes(session, name, changes)
+        try:
+            history = entry_runs(session, name, runs)
+        except UnknownEntryError:
+            if not trail:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, f"no entry {name!r}") from None
+            history = []  # deleted: its trail remains
+    return {"runs": history, "changes": trail}
+
+
+# Runs, dead letters, retries, the audit log: newest first, a page at a time (``before``
+# is the last id of the previous page; ids only grow, so pages never shift or repeat).
+
+Limit = Annotated[int, Query(ge=1, le=500)]
+
+
+def _page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    return {"items": items, "next_before": items[-1]["id"] if len(items) == limit else None}
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+@router.get("/runs", summary="Task runs, newest first, optionally of one task or status")
+def runs(
+    _: Reader,
+    task: str | None = None,
+    run_status: Annotated[str | None, Query(alias="status")] = None,
+    limit: Limit = 50,
+    before: int | None = None,
+) -> dict[str, Any]:
+    query = select(TaskRun).order_by(TaskRun.id.desc()).limit(limit)
+    if task is not None:
+        query = query.where(TaskRun.task_name == task)
+    if run_status is not None:
+        query = query.where(TaskRun.status == run_status)
+    if before is not None:
+        query = query.where(TaskRun.id < before)
+    with session_scope() as session:
+        items = [
+            {
+                "id": run.id,
+                "task_id": run.task_id,
+                "task": run.task_name,
+                "status": run.status,
+                "queue": run.queue,
+                "worker": run.worker_host,
+                "started_at": _iso(run.started_at),
+                "finished_at": _iso(run.finished_at),
+                "runtime_seconds": run.runtime_seconds,
+                "retries": run.retries,
+                "error": run.error,
+                "result": run.result_summary,
+            }
+            for run in session.scalars(query)
+        ]
+    return _page(items, limit)
+
+
+@router.get("/dead-letters", summary="Messages no worker could run, newest first")
+def dead_letters(_: Reader, limit: Limit = 50, before: int | None = None) -> dict[str, Any]:
+    query = select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(DeadLetter.id < before)
+    with session_scope() as session:
+        items = [
+            {
+                "id": letter.id,
+                "received_at": _iso(letter.received_at),
+                "reason": letter.reason,
+                "task_id": letter.task_id,
+                "task": letter.task_name,
+                "queue": letter.queue,
+                "worker": letter.worker_host,
+                "body": letter.body,
+            }
+            for letter in session.scalars(query)
+        ]
+    return _page(items, limit)
+
+
+@router.post("/retry/{kind}/{row_id}", summary="Retry a failed row (admin); kind: ledger")
+def retry_row(kind: str, row_id: int, request: Request, who: Admin) -> dict[str, Any]:
+    try:
+        with session_scope() as session:
+            done = retry(session, kind, row_id)
+            audit(session, who.name, "retry", f"{kind}:{row_id}", done, address(request))
+    except NoSuchRowError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except RetryError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    return done
+
+
+@router.get("/audit", summary="The audit log, newest first (admin)")
+def audit_log(_: Admin, limit: Limit = 50, before: int | None = None) -> dict[str, Any]:
+    query = select(AdminAudit).order_by(AdminAudit.id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(AdminAudit.id < before)
+    with session_scope() as session:
+        items = [
+            {
+                "id": row.id,
+                "at": _iso(row.at),
+                "actor": row.actor,
+                "action": row.action,
+                "target": row.target,
+                "detail": row.detail,
+                "remote": row.remote,
+            }
+            for row in session.scalars(query)
+        ]
+    return _page(items, limit)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from console import api, health
+from console.accounts import Principal
+from console.auth import require
 from console.context import Console
 from worker.settings import Settings, get_settings
 
@@ -32,7 +35,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "automation backend.",
         version="1",
         lifespan=lifespan,
+        # Only the health checks answer without credentials: the OpenAPI document is served
+        # below behind a token, and no docs page (it would fetch its scripts from a CDN).
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.include_router(health.router)
     app.include_router(api.router)
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    def openapi(_: Annotated[Principal, Depends(require("read"))]) -> dict[str, Any]:
+        return app.openapi()
+
     return app

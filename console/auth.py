@@ -73,7 +73,12 @@ def require(need: str) -> Callable[..., Principal]:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
                 f"role {principal.role!r} may not {need} (needs "
-                + {"read": "viewer or admin", "admin": "admin", "trigger": "admin or service"}[need]
+                + {
+                    "read": "viewer or admin",
+                    "admin": "admin",
+                    "trigger": "admin or service",
+                    "any": "a token",
+                }[need]
                 + ")",
             )
         return principal

@@ -204,6 +204,12 @@ def clear_redis() -> None:
         # Messages a test's killed worker held: one lease later any worker's sweep would
         # put them back on their queue, in the middle of a later test.
         client.delete("unacked", "unacked_index", "unacked_mutex")
+        # The console's sign-in failures: every test's requests come from 127.0.0.1.
+        from console.throttle import PREFIX as THROTTLE_PREFIX
+
+        failures = list(client.scan_iter(THROTTLE_PREFIX + "*"))
+        if failures:
+            client.delete(*failures)
     finally:
         client.close()
 

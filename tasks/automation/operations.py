@@ -29,6 +29,10 @@ RETRY_KINDS = ("ledger",)
 
 
 class RetryError(PermanentError):
+    """The row exists but cannot be retried (not failed, or the same work is queued)."""
+
+
+class NoSuchRowError(RetryError):
     pass
 
 
@@ -81,7 +85,7 @@ def retry_ledger_row(session: Session, row_id: int) -> dict[str, Any]:
     the dispatcher publishes it once this commits."""
     row = session.get(BackgroundTask, row_id, with_for_update=True)
     if row is None:
-        raise RetryError(f"no ledger row {row_id}")
+        raise NoSuchRowError(f"no ledger row {row_id}")
     if row.status != "failed":
         raise RetryError(f"ledger row {row_id} is {row.status}, not failed: nothing to retry")
     live = session.scalar(
@@ -104,4 +108,4 @@ def retry_ledger_row(session: Session, row_id: int) -> dict[str, Any]:
 def retry(session: Session, kind: str, row_id: int) -> dict[str, Any]:
     if kind == "ledger":
         return retry_ledger_row(session, row_id)
-    raise RetryError(f"unknown kind {kind!r}; valid: {', '.join(RETRY_KINDS)}")
+    raise NoSuchRowError(f"unknown kind {kind!r}; valid: {', '.join(RETRY_KINDS)}")
