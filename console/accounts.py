@@ -52,9 +52,11 @@ class Principal:
 
     def may(self, need: str) -> bool:
         """``read``: the reports; ``admin``: change things; ``trigger``: enqueue tasks;
-        ``any``: any valid credential (the route then decides, as for a user's playlists)."""
+        ``regenerate``: rebuild a playlist (a listener their own); ``any``: any valid
+        credential (the route then decides, as for whose playlists)."""
         allowed = {
             "any": {"admin", "viewer", "service", "user"},
+            "regenerate": {"admin", "user"},
             "read": {"admin", "viewer"},
             "admin": {"admin"},
             "trigger": {"admin", "service"},

@@ -55,6 +55,7 @@ Reader = Annotated[Principal, Depends(require("read"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 Triggerer = Annotated[Principal, Depends(require("trigger"))]
 Caller = Annotated[Principal, Depends(require("any"))]
+Regenerator = Annotated[Principal, Depends(require("regenerate"))]
 PlaylistType = Literal["daily_mix", "discovery_weekly", "new_for_you", "forgotten_favorites"]
 assert set(get_args(PlaylistType)) == set(PLAYLIST_TYPES)
 
@@ -243,12 +244,8 @@ class RegenerateRequest(BaseModel):
     summary="Regenerate one of the caller's playlists (a user token, or an admin for userId)",
 )
 def regenerate_playlist(
-    body: RegenerateRequest, request: Request, ctx: ConsoleDep, who: Caller
+    body: RegenerateRequest, request: Request, ctx: ConsoleDep, who: Regenerator
 ) -> SentTasks:
-    if who.role not in ("user", "admin"):
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN, f"role {who.role!r} may not regenerate playlists"
-        )
     owner = _whose(who, body.user_id)
     with session_scope() as session:
         exists = session.scalar(SQL["user_exists"], {"user_id": owner})

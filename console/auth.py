@@ -78,6 +78,7 @@ def require(need: str) -> Callable[..., Principal]:
                     "admin": "admin",
                     "trigger": "admin or service",
                     "any": "a token",
+                    "regenerate": "admin or a user token",
                 }[need]
                 + ")",
             )

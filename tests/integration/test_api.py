@@ -434,3 +434,54 @@ def test_the_cli_retries_a_failed_ledger_row() -> None:
     with session_scope() as session:
         assert session.get(BackgroundTask, row_id).status == "pending"  # type: ignore[union-attr]
         assert session.scalars(select(AdminAudit.action)).all() == ["retry"]
+
+
+# Who may call each route. A route missing here fails the test below: a new route must say.
+ALLOWED: dict[tuple[str, str], set[str]] = {
+    ("GET", "/api/automation/trigger"): {"admin", "viewer"},
+    ("POST", "/api/automation/trigger"): {"admin", "service"},
+    ("GET", "/api/automation/trending"): {"admin", "viewer"},
+    ("POST", "/api/automation/trending"): {"admin"},
+    ("GET", "/api/automation/smart-playlists"): {"admin", "viewer", "user"},
+    ("POST", "/api/automation/smart-playlists"): {"admin", "user"},
+    ("GET", "/api/automation/schedules"): {"admin", "viewer"},
+    ("PUT", "/api/automation/schedules/{name}"): {"admin"},
+    ("DELETE", "/api/automation/schedules/{name}"): {"admin"},
+    ("POST", "/api/automation/schedules/{name}/pause"): {"admin"},
+    ("POST", "/api/automation/schedules/{name}/resume"): {"admin"},
+    ("POST", "/api/automation/schedules/{name}/run"): {"admin"},
+    ("GET", "/api/automation/schedules/{name}/history"): {"admin", "viewer"},
+    ("GET", "/api/automation/runs"): {"admin", "viewer"},
+    ("GET", "/api/automation/dead-letters"): {"admin", "viewer"},
+    ("POST", "/api/automation/retry/{kind}/{row_id}"): {"admin"},
+    ("GET", "/api/automation/audit"): {"admin"},
+}
+
+
+def test_each_route_answers_exactly_the_roles_it_names(base_url: str) -> None:
+    with session_scope() as session:
+        listener = factories.user(session)
+        user_token, _ = issue_user_token(session, listener.id)
+    tokens = {role: token_for(role) for role in ("admin", "viewer", "service")}
+    tokens["user"] = user_token
+    paths = client(base_url, tokens["viewer"]).get("/api/openapi.json").json()["paths"]
+    routes = {
+        (method.upper(), path)
+        for path, methods in paths.items()
+        if path.startswith("/api/")
+        for method in methods
+    }
+    assert routes == set(ALLOWED)
+
+    refused = {}
+    for (method, path), allowed in ALLOWED.items():
+        # Arguments that are wrong on purpose: an allowed caller gets 400, 404 or 422, and
+        # nothing changes; a refused one gets 403 before any of that is looked at.
+        url = path.format(name="no-such-entry", kind="ledger", row_id=0)
+        for role, token in tokens.items():
+            answer = client(base_url, token).request(
+                method, url, json={} if method in ("POST", "PUT") else None
+            )
+            if (answer.status_code == 403) == (role in allowed):
+                refused[(method, path, role)] = answer.status_code
+    assert refused == {}
