@@ -62,6 +62,8 @@ RECENT_FAILURES = 10
 FAILED_LEDGER_ROWS = 10
 DEAD_LETTERS = 5
 RUN_FAILURES = ("failure", "lost", "refused")
+MAX_USERNAME = 64  # as accounts.create_admin allows
+MAX_PASSWORD = 1024
 
 
 # ---------------------------------------------------------------------------------------
@@ -256,10 +258,12 @@ def login_form(request: Request, ctx: ConsoleDep) -> Response:
 def login(
     request: Request,
     ctx: ConsoleDep,
-    username: Annotated[str, Form()] = "",
-    password: Annotated[str, Form()] = "",
+    username: Annotated[str | None, Form()] = None,
+    password: Annotated[str | None, Form()] = None,
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
+    # Optional fields, so that a form missing one is a failed sign-in rather than a 422.
+    username, password = username or "", password or ""
     nonce = request.cookies.get(LOGIN_COOKIE)
     if not nonce or not csrf or not csrf_valid(nonce, csrf):
         # A fresh form (and cookie): this one came from elsewhere, or its cookie expired.
@@ -271,6 +275,7 @@ def login(
             status.HTTP_403_FORBIDDEN,
         )
     remote = address(request)
+    username = username[: MAX_USERNAME + 1]  # a Redis key of the throttle: kept short
     wait = ctx.throttle.locked_for(remote, username)
     if wait:
         response = _login_page(
@@ -284,7 +289,9 @@ def login(
         return response
     now = dt.datetime.now(dt.UTC)
     with session_scope() as session:
-        admin = accounts.check_password(session, username, password)
+        # Over-long input is wrong without hashing it: argon2's cost grows with its length.
+        fits = len(username) <= MAX_USERNAME and len(password) <= MAX_PASSWORD
+        admin = accounts.check_password(session, username, password) if fits else None
         token = None
         if admin is not None:
             token = accounts.open_session(session, admin, now, ctx.settings.api_session_hours)
