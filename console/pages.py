@@ -215,10 +215,28 @@ def signed_in(request: Request) -> SignedIn | None:
     return SignedIn(principal, token)
 
 
-def _forbidden(request: Request, message: str) -> Response:
+# Every page: no script, style or form target but our own; never inside another site's
+# frame (a framed page could trick an admin into clicking its buttons); not cached, since
+# it holds the status and the session's CSRF token.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def render(
+    request: Request, name: str, context: dict[str, Any], code: int = status.HTTP_200_OK
+) -> Response:
     return templates.TemplateResponse(
-        request, "forbidden.html", {"message": message}, status_code=status.HTTP_403_FORBIDDEN
+        request, name, context, status_code=code, headers=PAGE_HEADERS
     )
+
+
+def _forbidden(request: Request, message: str) -> Response:
+    return render(request, "forbidden.html", {"message": message}, status.HTTP_403_FORBIDDEN)
 
 
 def acting(request: Request, ctx: Console, submitted: str) -> SignedIn | Response:
@@ -241,15 +259,15 @@ def acting(request: Request, ctx: Console, submitted: str) -> SignedIn | Respons
 def _login_page(
     request: Request, ctx: Console, nonce: str, error: str | None, code: int
 ) -> Response:
-    response = templates.TemplateResponse(
-        request, "login.html", {"csrf": csrf_token(nonce), "error": error}, status_code=code
-    )
+    response = render(request, "login.html", {"csrf": csrf_token(nonce), "error": error}, code)
     _set_cookie(ctx, response, LOGIN_COOKIE, nonce, 3600)
     return response
 
 
 @router.get("/login")
 def login_form(request: Request, ctx: ConsoleDep) -> Response:
+    if signed_in(request) is not None:
+        return RedirectResponse("/console", status.HTTP_303_SEE_OTHER)
     nonce = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(32)
     return _login_page(request, ctx, nonce, None, status.HTTP_200_OK)
 
@@ -340,7 +358,7 @@ def status_page(request: Request, ctx: ConsoleDep) -> Response:
         data = page_data(session, ctx, dt.datetime.now(dt.UTC))
     flash = request.cookies.get(FLASH_COOKIE)
     kind, _, message = unquote(flash or "").partition(":")
-    response = templates.TemplateResponse(
+    response = render(
         request,
         "status.html",
         {

@@ -122,6 +122,30 @@ def test_the_session_cookie_is_http_only_and_same_site_strict(
     assert "Secure" not in cookie
 
 
+def test_the_page_cannot_be_framed_by_another_site_nor_cached(
+    session: Any, client: httpx.Client
+) -> None:
+    make_admin(session, "ada")
+    sign_in(client, "ada")
+
+    page = client.get("/console")
+
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["cache-control"] == "no-store"
+
+
+def test_a_signed_in_admin_opening_the_sign_in_form_is_sent_to_the_page(
+    session: Any, client: httpx.Client
+) -> None:
+    make_admin(session, "ada")
+    sign_in(client, "ada")
+
+    response = client.get("/console/login")
+
+    assert (response.status_code, response.headers["location"]) == (303, "/console")
+
+
 def test_a_wrong_password_is_refused_without_a_session(session: Any, client: httpx.Client) -> None:
     make_admin(session, "ada")
 
