@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
+from fastapi.responses import RedirectResponse
 
-from console import api, health
+from console import api, health, pages
 from console.accounts import Principal
 from console.auth import require
 from console.context import Console
@@ -43,6 +44,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(api.router)
+    app.include_router(pages.router)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/console", status_code=303)
 
     @app.get("/api/openapi.json", include_in_schema=False)
     def openapi(_: Annotated[Principal, Depends(require("read"))]) -> dict[str, Any]:

@@ -186,6 +186,7 @@ def tables_with_rows(engine: Engine) -> list[str]:
 
 def clear_redis() -> None:
     """Empty queues and an empty run journal, as every integration and system test expects."""
+    from console import throttle
     from worker import run_journal
     from worker.queues import all_queue_names, redis_keys
 
@@ -200,16 +201,14 @@ def clear_redis() -> None:
         if inflight:
             client.delete(*inflight)
         client.delete(*(key for queue in all_queue_names() for key in redis_keys(queue)))
+        # The console's failed sign-ins, counted per address (all tests share 127.0.0.1).
+        failures = list(client.scan_iter(throttle.PREFIX + "*"))
+        if failures:
+            client.delete(*failures)
         purge_broker_queues()
         # Messages a test's killed worker held: one lease later any worker's sweep would
         # put them back on their queue, in the middle of a later test.
         client.delete("unacked", "unacked_index", "unacked_mutex")
-        # The console's sign-in failures: every test's requests come from 127.0.0.1.
-        from console.throttle import PREFIX as THROTTLE_PREFIX
-
-        failures = list(client.scan_iter(THROTTLE_PREFIX + "*"))
-        if failures:
-            client.delete(*failures)
     finally:
         client.close()
 
