@@ -222,7 +222,8 @@ def open_session(session: Session, admin: AdminUser, now: dt.datetime, hours: fl
 
 
 def close_session(session: Session, token: str, now: dt.datetime) -> None:
-    _revoke(session, ApiToken.digest == token_digest(token), now)
+    # Only a page session: a cookie's value is not to revoke an API token by.
+    _revoke(session, (ApiToken.digest == token_digest(token)) & (ApiToken.kind == "session"), now)
 
 
 def audit(

@@ -312,6 +312,9 @@ def login(
         admin = accounts.check_password(session, username, password) if fits else None
         token = None
         if admin is not None:
+            previous = request.cookies.get(SESSION_COOKIE)
+            if previous:  # signing in again ends the session the browser had
+                accounts.close_session(session, previous, now)
             token = accounts.open_session(session, admin, now, ctx.settings.api_session_hours)
             accounts.audit(session, admin.username, "login", admin.username, remote=remote)
     if token is None:

@@ -313,6 +313,23 @@ def test_signing_out_revokes_the_session(session: Any, client: httpx.Client) -> 
     assert accounts.authenticate(session, token, dt.datetime.now(dt.UTC)) is None
 
 
+def test_signing_in_again_ends_the_session_the_browser_had(session: Any, base_url: str) -> None:
+    make_admin(session, "ada")
+    with httpx.Client(base_url=base_url, timeout=10) as first:
+        sign_in(first, "ada")
+        old = first.cookies[SESSION_COOKIE]
+    with httpx.Client(base_url=base_url, timeout=10) as browser:
+        csrf = form_csrf(browser.get("/console/login").text)
+        browser.cookies.set(SESSION_COOKIE, old, path="/console")
+
+        signed = browser.post(
+            "/console/login", data={"username": "ada", "password": PASSWORD, "csrf": csrf}
+        )
+
+        assert signed.cookies[SESSION_COOKIE] != old
+    assert accounts.authenticate(session, old, dt.datetime.now(dt.UTC)) is None
+
+
 def test_pausing_and_resuming_an_entry_is_done_as_the_admin_and_audited(
     session: Any, client: httpx.Client
 ) -> None:
