@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from console import api, health
+from console import api, health, metrics
 from console.context import Console
 from worker.settings import Settings, get_settings
 
@@ -35,4 +35,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(api.router)
+    app.include_router(metrics.router)
     return app
