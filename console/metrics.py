@@ -68,6 +68,12 @@ def gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFa
     return GaugeMetricFamily(f"automation_{name}", doc, labels=labels)
 
 
+def single(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    metric = gauge(name, doc)
+    metric.add_metric([], value)
+    return metric
+
+
 class AutomationCollector(Collector):
     def __init__(self, ctx: Console) -> None:
         self.ctx = ctx
@@ -172,38 +178,34 @@ class AutomationCollector(Collector):
                 LEDGER["summary"],
                 {"now": now, "lost_before": lost_before, **limit_params(self.ctx.celery)},
             ).one()
-            for name, doc, value in (
-                (
+            stale = readings.stale_pending(
+                session, now, dt.timedelta(minutes=settings.alert_stuck_jobs_minutes)
+            )
+            metrics += [
+                single(
                     "ledger_oldest_pending_age_seconds",
                     "Age of the oldest pending ledger row (0: none).",
                     float(health.oldest_pending_seconds or 0),
                 ),
-                (
+                single(
                     "ledger_stuck_processing",
                     "Processing rows past their time limit (cleanup.stuck_tasks moves them).",
                     health.stuck_processing,
                 ),
-                (
+                single(
                     "ledger_lost_pending",
                     "Pending rows whose message is older than BACKGROUND_LOST_AFTER_SECONDS.",
                     health.lost_pending,
                 ),
-                (
-                    "ledger_undispatched",
-                    "Pending rows not yet published.",
-                    health.undispatched,
+                single(
+                    "ledger_undispatched", "Pending rows not yet published.", health.undispatched
                 ),
-                (
+                single(
                     "ledger_stale_pending",
                     "Pending rows older than ALERT_STUCK_JOBS_MINUTES (the stuck-jobs alert).",
-                    readings.stale_pending(
-                        session, now, dt.timedelta(minutes=settings.alert_stuck_jobs_minutes)
-                    ),
+                    stale,
                 ),
-            ):
-                metric = gauge(name, doc)
-                metric.add_metric([], value)
-                metrics.append(metric)
+            ]
 
             dead = readings.dead_letters(session)
             dead_rows = gauge("dead_letters", "Dead letters kept (messages no task could take).")

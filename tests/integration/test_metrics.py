@@ -239,3 +239,28 @@ def test_runs_through_the_worker_are_counted_by_task_and_outcome_with_their_dura
     assert value(samples, "automation_task_run_duration_seconds_count", **task) == 2
     assert value(samples, "automation_task_run_duration_seconds_bucket", le="+Inf", **task) == 2
     assert 0 < value(samples, "automation_task_run_duration_seconds_sum", **task) < 60
+
+
+def test_every_metric_the_alert_rules_and_the_dashboard_use_is_in_a_scrape(
+    console: str, session: Session, app: Any, celery_worker: Any
+) -> None:
+    from tests.unit.test_monitoring_files import dashboard_exprs, metric_names, rules
+
+    token = token_for(session, "viewer-4", "viewer")
+    set_entry(
+        session,
+        "status-hourly",
+        "automation.status",
+        Timing(cron="0 * * * *"),
+        "ops",
+        dt.datetime.now(dt.UTC),
+        known_tasks={"automation.status"},
+    )
+    session.add(BackgroundTask(task_type="energy_analysis"))  # a labelled family has samples
+    session.commit()
+    app.send_task("automation.ping").get(timeout=30)
+
+    scraped = {name for name, _ in scrape(console, token)}
+
+    used = metric_names([rule["expr"] for rule in rules()] + dashboard_exprs())
+    assert used - scraped == set()
