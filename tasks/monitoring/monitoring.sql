@@ -48,17 +48,18 @@ SELECT count(*) AS n, coalesce(max(id), 0) AS last_id FROM dead_letters WHERE id
 -- name: schedule_health
 -- Per entry: its newest fired slot (beat's own fires, manual runs aside), its newest
 -- success, and how its last runs ended. Each lateral walks one entry's fires newest first
--- on the primary key (entry, slot) and finds each fire's run by task id: a few index
--- probes an entry, whatever the history.
+-- on the primary key (entry, slot) and finds each fire's run by task id, stopping at the
+-- first success: a few index probes an entry, whatever the history.
 SELECT e.name, e.task, e.cron, e.every_seconds, e.timezone, e.paused, e.not_before,
        (SELECT max(f.slot) FROM schedule_fires AS f
         WHERE f.entry = e.name AND NOT f.manual) AS last_slot,
-       (SELECT max(r.finished_at)
-        FROM (SELECT f.task_id FROM schedule_fires AS f
+       (SELECT r.finished_at
+        FROM (SELECT f.task_id, f.slot FROM schedule_fires AS f
               WHERE f.entry = e.name ORDER BY f.slot DESC LIMIT :success_window) AS f
         JOIN LATERAL (SELECT t.status, t.finished_at FROM task_runs AS t
                       WHERE t.task_id = f.task_id ORDER BY t.started_at DESC LIMIT 1) AS r
-          ON r.status = 'success') AS last_success_at,
+          ON r.status = 'success'
+        ORDER BY f.slot DESC LIMIT 1) AS last_success_at,
        ARRAY(SELECT coalesce(r.status, 'sent')
              FROM (SELECT f.task_id, f.slot FROM schedule_fires AS f
                    WHERE f.entry = e.name ORDER BY f.slot DESC LIMIT :recent) AS f
