@@ -24,9 +24,10 @@ from worker.schedules.timing import slots_between
 SQL = queries("tasks.monitoring", "monitoring")
 
 # Run statuses that end a run badly, and those of runs not finished yet (left out when
-# counting failures in a row: a run in progress has not failed).
-FAILED = frozenset({"failure", "lost", "refused", "cut_off"})
-UNFINISHED = frozenset({"sent", "started", "retry"})
+# counting failures in a row: a run in progress has not failed; a cut-off run's message
+# comes back and runs again).
+FAILED = frozenset({"failure", "lost", "refused"})
+UNFINISHED = frozenset({"sent", "started", "retry", "cut_off"})
 # A missed slot is looked for at most this far back: a cron entry's slots are iterated.
 MISSED_LOOKBACK = dt.timedelta(days=8)
 
