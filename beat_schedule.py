@@ -16,8 +16,8 @@ down: ``run_once`` (it runs once when beat is back, however many slots passed) o
   retention would wait a whole day (or week) for the next slot;
 - trending (6-hourly) and enrichment (hourly, a chain that restarts itself) too: their
   next slot is far enough for a stale ranking or a dead chain to matter;
-- the minutely rescue skips: its next slot is a minute away, and a backlog of missed
-  rescues is one rescue.
+- the minutely rescue and alert check skip: their next slot is a minute away, and a
+  backlog of missed checks is one check.
 """
 
 from __future__ import annotations
@@ -56,6 +56,12 @@ SCHEDULE: dict[str, dict[str, Any]] = {
     "rescue-stuck-background-tasks": {
         # Rows and runs of workers that stopped renewing their lease: back within minutes.
         "task": "cleanup.stuck_tasks",
+        "cron": "* * * * *",
+        "missed": "skip",
+    },
+    "check-alerts": {
+        # Opens and resolves incidents, posts them to ALERT_WEBHOOK_URL (tasks/monitoring/).
+        "task": "monitoring.check_alerts",
         "cron": "* * * * *",
         "missed": "skip",
     },

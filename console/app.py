@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI
 from fastapi.responses import RedirectResponse
 
-from console import api, health, pages
+from console import api, health, metrics, pages
 from console.accounts import Principal
 from console.auth import require
 from console.context import Console
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(metrics.router)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

@@ -1,4 +1,7 @@
-"""A webhook receiver: accepts JSON POSTs on any path with 204 and keeps them in order."""
+"""A webhook receiver: accepts JSON POSTs on any path with 204 and keeps them in order.
+
+Set ``status`` to make it refuse (500: an endpoint that is down); what it refused is
+counted in ``refused``, not kept in ``posts``."""
 
 from __future__ import annotations
 
@@ -14,13 +17,21 @@ class Webhook:
 
     def __init__(self, path: str = "/hooks/alerts") -> None:
         self.posts: list[dict[str, Any]] = []
+        self.status = 204
+        self.refused = 0
         received = self.posts
+        hook = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.append(json.loads(body))
-                self.send_response(204)
+                status = hook.status
+                if status < 300:
+                    received.append(json.loads(body))
+                else:
+                    hook.refused += 1
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, *_: Any) -> None:

@@ -209,6 +209,8 @@ def clear_redis() -> None:
         # Messages a test's killed worker held: one lease later any worker's sweep would
         # put them back on their queue, in the middle of a later test.
         client.delete("unacked", "unacked_index", "unacked_mutex")
+        # Each test counts its own runs (/metrics).
+        client.delete(*run_journal.RUN_METRICS_KEYS)
     finally:
         client.close()
 

@@ -28,6 +28,7 @@ TASK_MODULES = [
     "tasks.automation.tasks",
     "tasks.enrichment.tasks",
     "tasks.listening.tasks",
+    "tasks.monitoring.tasks",
     "tasks.playlists.tasks",
     "tasks.trending.tasks",
     "worker.ledger.tasks",

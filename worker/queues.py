@@ -35,6 +35,8 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "automation": Family(DEFAULT_QUEUE, soft_time_limit=60, time_limit=120),
     "cleanup": Family(DEFAULT_QUEUE, soft_time_limit=5 * 60, time_limit=10 * 60),
+    # The alert check runs every minute; a webhook that hangs is cut off at 10 s a post.
+    "monitoring": Family(DEFAULT_QUEUE, soft_time_limit=50, time_limit=60),
     "listening": Family("stats", soft_time_limit=50 * 60, time_limit=60 * 60),
     "trending": Family("stats", soft_time_limit=50 * 60, time_limit=60 * 60),
     "playlists": Family("playlists", soft_time_limit=15 * 60, time_limit=20 * 60),

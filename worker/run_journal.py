@@ -83,29 +83,36 @@ redis.call('XADD', KEYS[2], '*', 'k', 'start', 'd', ARGV[2], 'n', delivery)
 return delivery
 """
 
-# A finish, in the same round trip as the run's result (KEYS[3], optional): the entry
-# takes its delivery number from the counter, then the counter goes. A result never
-# replaces a stored success (as Celery's own backend guards: a duplicate delivery of a
-# task that succeeded must not turn it into a failure), checked here rather than with a
-# GET from the child first.
+# A finish, in the same round trip as the run's result (KEYS[5], optional): the entry
+# takes its delivery number from the counter, then the counter goes. The run is counted
+# for /metrics in the same script (KEYS[3], KEYS[4]): a finish appended is a finish
+# counted, exactly once, whoever drains it and however often. A result never replaces a
+# stored success (as Celery's own backend guards: a duplicate delivery of a task that
+# succeeded must not turn it into a failure), checked here rather than with a GET from the
+# child first.
 _FINISH = """
 local delivery = redis.call('GET', KEYS[1]) or '0'
 redis.call('DEL', KEYS[1])
 redis.call('XADD', KEYS[2], '*', 'k', 'finish', 'd', ARGV[1], 'n', delivery)
-if KEYS[3] then
-  local current = redis.call('GET', KEYS[3])
+redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
+if ARGV[3] ~= '' then
+  redis.call('HINCRBY', KEYS[4], ARGV[3], 1)
+  redis.call('HINCRBYFLOAT', KEYS[4], ARGV[4], ARGV[5])
+end
+if KEYS[5] then
+  local current = redis.call('GET', KEYS[5])
   local stored_success = false
   if current then
     local ok, meta = pcall(cjson.decode, current)
     stored_success = ok and type(meta) == 'table' and meta.status == 'SUCCESS'
   end
   if not stored_success then
-    if tonumber(ARGV[3]) > 0 then
-      redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
+    if tonumber(ARGV[7]) > 0 then
+      redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[7])
     else
-      redis.call('SET', KEYS[3], ARGV[2])
+      redis.call('SET', KEYS[5], ARGV[6])
     end
-    redis.call('PUBLISH', KEYS[3], ARGV[2])
+    redis.call('PUBLISH', KEYS[5], ARGV[6])
   end
 end
 """
@@ -140,6 +147,107 @@ def describe_error(exc: BaseException) -> str:
 
 def inflight_key(task_id: str, retries: int) -> str:
     return f"{INFLIGHT_PREFIX}{task_id}:{retries}"
+
+
+# -- run counters, for /metrics ------------------------------------------------------------
+# Finished runs by task and outcome, and their durations as histogram buckets, counted in
+# Redis when a finish is appended (so only ever up: Prometheus counters). The console,
+# which is no worker, reads them at scrape time (``console.metrics``). Each field is
+# "<task>|<outcome>" in RUN_COUNTS, and "<task>|<bucket upper bound>" (not cumulative:
+# one HINCRBY a run; the reader adds them up) and "<task>|sum" in RUN_DURATIONS.
+RUN_COUNTS = "automation:metrics:runs"
+RUN_DURATIONS = "automation:metrics:durations"
+RUN_METRICS_KEYS = (RUN_COUNTS, RUN_DURATIONS)
+# Seconds: a ping takes milliseconds, an aggregation up to an hour (the stats time limit).
+DURATION_BUCKETS = (
+    0.01,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+)
+
+
+def _bound(value: float) -> str:
+    return "+Inf" if value == float("inf") else repr(float(value))
+
+
+@dataclass(frozen=True)
+class RunCount:
+    """The counter fields one finished run adds to."""
+
+    count_field: str
+    bucket_field: str  # "": no duration (a run revoked before it started)
+    sum_field: str
+    seconds: float
+
+    @classmethod
+    def of(cls, task_name: str, fields: Mapping[str, Any]) -> RunCount:
+        status = str(fields.get("status") or "unknown")
+        seconds = fields.get("runtime_seconds")
+        if not isinstance(seconds, int | float):
+            return cls(f"{task_name}|{status}", "", "", 0.0)
+        bound = next((b for b in DURATION_BUCKETS if seconds <= b), float("inf"))
+        return cls(
+            f"{task_name}|{status}", f"{task_name}|{_bound(bound)}", f"{task_name}|sum", seconds
+        )
+
+    def argv(self) -> list[Any]:
+        return [self.count_field, self.bucket_field, self.sum_field, repr(self.seconds)]
+
+    def add_to(self, pipe: Any) -> None:
+        pipe.hincrby(RUN_COUNTS, self.count_field, 1)
+        if self.bucket_field:
+            pipe.hincrby(RUN_DURATIONS, self.bucket_field, 1)
+            pipe.hincrbyfloat(RUN_DURATIONS, self.sum_field, self.seconds)
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """What the counters say: runs by (task, outcome); per task, the cumulative count at
+    each bucket bound (DURATION_BUCKETS then +Inf) and the sum of durations."""
+
+    runs: dict[tuple[str, str], int]
+    buckets: dict[str, list[tuple[str, int]]]
+    sums: dict[str, float]
+
+
+def read_run_metrics(client: redis.Redis) -> RunMetrics:
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(RUN_COUNTS)
+    pipe.hgetall(RUN_DURATIONS)
+    counts, durations = pipe.execute()
+    runs: dict[tuple[str, str], int] = {}
+    for field, value in counts.items():
+        task, _, status = field.decode().rpartition("|")
+        runs[(task, status)] = int(value)
+    per_bound: dict[str, dict[str, int]] = {}
+    sums: dict[str, float] = {}
+    for field, value in durations.items():
+        task, _, bound = field.decode().rpartition("|")
+        if bound == "sum":
+            sums[task] = float(value)
+        else:
+            per_bound.setdefault(task, {})[bound] = int(value)
+    bounds = [*(_bound(b) for b in DURATION_BUCKETS), "+Inf"]
+    buckets: dict[str, list[tuple[str, int]]] = {}
+    for task, counted in per_bound.items():
+        total, cumulative = 0, []
+        for bound in bounds:
+            total += counted.get(bound, 0)
+            cumulative.append((bound, total))
+        buckets[task] = cumulative
+        sums.setdefault(task, 0.0)
+    return RunMetrics(runs, buckets, sums)
 
 
 # -- the task path's side: append ----------------------------------------------------------
@@ -239,8 +347,11 @@ class Journal:
         ``started_on``: the connection ``start_unconfirmed`` sent the start on; its answer is
         read here.
         """
-        keys: list[Any] = [inflight_key(run.task_id, run.retries), STREAM]
-        argv: list[Any] = [json.dumps({**run.fields(), **fields}, default=str)]
+        keys: list[Any] = [inflight_key(run.task_id, run.retries), STREAM, *RUN_METRICS_KEYS]
+        argv: list[Any] = [
+            json.dumps({**run.fields(), **fields}, default=str),
+            *RunCount.of(run.task_name, fields).argv(),
+        ]
         if result is not None:
             keys.append(result.key)
             argv += [result.value, result.expires_seconds]
@@ -261,7 +372,16 @@ class Journal:
             self._raw.connection_pool.release(started_on)
 
     def append(self, kind: str, fields: Mapping[str, Any]) -> str:
-        entry_id = self.client.xadd(STREAM, {"k": kind, "d": json.dumps(fields, default=str)})
+        entry = {"k": kind, "d": json.dumps(fields, default=str)}
+        if kind != "finish":
+            entry_id = self.client.xadd(STREAM, entry)  # type: ignore[arg-type]
+        else:
+            # A finish recorded off the fast path (revoked before it ran, or after the
+            # journal failed once) is counted with it too, in one MULTI.
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xadd(STREAM, entry)  # type: ignore[arg-type]
+            RunCount.of(str(fields.get("task_name") or "unknown"), fields).add_to(pipe)
+            entry_id = pipe.execute()[0]
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 

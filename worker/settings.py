@@ -178,7 +178,20 @@ class Settings(BaseSettings):
         default=None,
         description="Fernet key(s), comma-separated: the first encrypts, all decrypt.",
     )
-    alert_webhook_url: str | None = None
+    alert_webhook_url: str | None = Field(
+        default=None, description="Alerts are posted here as JSON (monitoring.check_alerts)."
+    )
+    alert_stuck_jobs: int = Field(
+        default=100, ge=0, description="Alert when more ledger jobs than this are stuck pending."
+    )
+    alert_stuck_jobs_minutes: int = Field(
+        default=60, ge=1, description="A ledger job pending longer than this counts as stuck."
+    )
+    alert_schedule_grace_seconds: int = Field(
+        default=120,
+        ge=1,
+        description="A schedule slot not fired this long after its time is a missed slot.",
+    )
 
     # Analytics and playlists (issues 3 and 4 use these)
     trending_top_n: int = Field(default=500, ge=1)

@@ -59,6 +59,13 @@ class BackgroundTask(Base):
             unique=True,
             postgresql_where=text("status IN ('pending', 'processing')"),
         ),
+        # /metrics counts rows to do and failed ones by status and type: index-only.
+        Index(
+            "ix_background_tasks_unfinished_status_type",
+            "status",
+            "task_type",
+            postgresql_where=text("status IN ('pending', 'processing', 'failed')"),
+        ),
         # The dispatcher's and the rescuer's scans touch only active rows.
         Index(
             "ix_background_tasks_active_enqueued_at",

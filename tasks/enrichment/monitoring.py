@@ -1,18 +1,17 @@
-"""Watching enrichment: progress, the shared 429 pause, and the stall alert.
+"""Watching enrichment: progress, the shared 429 pause, and what a stall is.
 
-A backlog that has seen no progress for ENRICHMENT_STALL_ALERT_HOURS is logged at error
-level on every check (the hourly enrich_pending) and posted to ALERT_WEBHOOK_URL once per
-stall: the stall is named by its last progress, so a new stall alerts again.
+A backlog that has seen no progress for ENRICHMENT_STALL_ALERT_HOURS is a stall. The alert
+about it is one of the minutely alert check's conditions (``tasks.monitoring.alerts``,
+key ``enrichment_stalled``): opened, posted once, and posted again when it recovers, with
+the other alerts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import redis
 from sqlalchemy.orm import Session
 
@@ -20,10 +19,7 @@ from db.queries import queries
 from tasks.enrichment.spotify import rate_limiter
 from worker.settings import Settings
 
-log = logging.getLogger(__name__)
-
 SQL = queries("tasks.enrichment", "enrichment")
-STALL_ALERTED_KEY = "enrichment:stall-alerted"
 
 
 def enrichment_progress(session: Session, user_id: int | None = None) -> dict[str, Any]:
@@ -77,33 +73,3 @@ def find_stall(session: Session, now: dt.datetime, after: dt.timedelta) -> Stall
     if not row.backlog or row.last_progress is None or now - row.last_progress < after:
         return None
     return Stall(int(row.backlog), row.last_progress)
-
-
-def alert_if_stalled(
-    session: Session, now: dt.datetime, settings: Settings, client: redis.Redis
-) -> Stall | None:
-    """Log a stall at error level; post it to ALERT_WEBHOOK_URL once per stall."""
-    stall = find_stall(session, now, dt.timedelta(hours=settings.enrichment_stall_alert_hours))
-    if stall is None:
-        return None
-    message = stall.message(now)
-    log.error(message)
-    episode = stall.last_progress.isoformat()
-    if settings.alert_webhook_url and client.get(STALL_ALERTED_KEY) != episode.encode():
-        try:
-            httpx.post(
-                settings.alert_webhook_url,
-                json={
-                    "alert": "enrichment_stalled",
-                    "text": message,
-                    "backlog": stall.backlog,
-                    "last_progress": episode,
-                },
-                timeout=10,
-            ).raise_for_status()
-        except httpx.HTTPError as exc:
-            # The log line above stands; the next hourly run tries the webhook again.
-            log.error("stall alert not delivered to ALERT_WEBHOOK_URL: %s", exc)
-        else:
-            client.set(STALL_ALERTED_KEY, episode, ex=7 * 24 * 3600)
-    return stall

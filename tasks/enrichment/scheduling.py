@@ -12,7 +12,7 @@
   songs only, beside the chain; claims keep the two from asking about the same song.
 - ``enrichment.progress(user_id=None)``: how far enrichment is, overall or for one user.
 
-The hourly run also checks for a stall (``tasks.enrichment.monitoring``).
+A stall is alerted on by the minutely alert check (``tasks.monitoring.alerts``).
 """
 
 from __future__ import annotations

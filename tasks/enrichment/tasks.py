@@ -10,7 +10,7 @@ from dataclasses import asdict
 from typing import Any
 
 from db.models import UploadJob
-from tasks.enrichment.monitoring import alert_if_stalled, enrichment_progress
+from tasks.enrichment.monitoring import enrichment_progress
 from tasks.enrichment.scheduling import (
     LEASE_SECONDS,
     Baton,
@@ -18,7 +18,6 @@ from tasks.enrichment.scheduling import (
     countdown,
     not_configured,
     run_enrichment,
-    utc_now,
 )
 from worker.arguments import BatchSize, Id, OptionalId
 from worker.base_task import AutomationTask
@@ -33,7 +32,6 @@ from worker.settings import get_settings
 @app.task(name="enrichment.enrich_pending", bind=True)
 def enrich_pending(self: AutomationTask, batch_size: BatchSize | None = None) -> dict[str, Any]:
     settings = get_settings()
-    alert_if_stalled(self.session, utc_now(), settings, get_redis())
     if (skipped := not_configured(settings)) is not None:
         return skipped
     me = self.request.id or str(uuid.uuid4())

@@ -1,10 +1,12 @@
-"""Operating enrichment: connecting users, progress, status, the stall alert, the chain."""
+"""Operating enrichment: connecting users, progress, status, what a stall is, the chain.
+
+The stall's alert (posted once, then its recovery) is tested with the other alerts, in
+``test_alerts.py``."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +17,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from db.models import SpotifyToken
-from standins.webhook import Webhook
-from tasks.enrichment.monitoring import STALL_ALERTED_KEY, alert_if_stalled, enrichment_progress
+from tasks.enrichment.monitoring import enrichment_progress, find_stall
 from tasks.enrichment.scheduling import BATON_KEY, Baton, dispatch_completed_uploads
 from tasks.enrichment.tasks import enrich_pending, enrich_upload
 from tests.enrichment_support import (
@@ -53,10 +54,10 @@ def with_spotify_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _no_chain_or_alert_state(redis_client: redis.Redis) -> Iterator[None]:
-    redis_client.delete(BATON_KEY, STALL_ALERTED_KEY)
+def _no_chain_state(redis_client: redis.Redis) -> Iterator[None]:
+    redis_client.delete(BATON_KEY)
     yield
-    redis_client.delete(BATON_KEY, STALL_ALERTED_KEY)
+    redis_client.delete(BATON_KEY)
 
 
 def set_statuses(session: Session, user_id: int, **counts: int) -> None:
@@ -187,13 +188,7 @@ def test_status_shows_enrichment_progress_and_a_spotify_pause(session: Session) 
     assert f"largest backlogs: user {alice} 1 (not connected)" in printed
 
 
-# -- the stall alert ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def webhook() -> Iterator[Webhook]:
-    with Webhook() as hook:
-        yield hook
+# -- what a stall is -------------------------------------------------------------------------
 
 
 def stalled_backlog(session: Session) -> None:
@@ -205,52 +200,30 @@ def stalled_backlog(session: Session) -> None:
     set_statuses(session, alice, matched=1, pending=5)  # the match was enriched at NOW
 
 
-def test_a_backlog_without_progress_for_two_hours_alerts_once_per_stall(
-    session: Session, webhook: Webhook, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_backlog_without_progress_for_two_hours_is_a_stall(session: Session) -> None:
     stalled_backlog(session)
-    settings = get_settings().model_copy(update={"alert_webhook_url": webhook.url})
 
-    with caplog.at_level(logging.ERROR, logger="tasks.enrichment.monitoring"):
-        first = alert_if_stalled(
-            session, NOW + dt.timedelta(hours=2, minutes=1), settings, redis_client
-        )
-        second = alert_if_stalled(session, NOW + dt.timedelta(hours=3), settings, redis_client)
-
-    assert first is not None and second is not None
-    assert [post["alert"] for post in webhook.posts] == ["enrichment_stalled"]
-    assert webhook.posts[0]["backlog"] == 5
-    assert "none enriched for 2.0 h" in webhook.posts[0]["text"]
-    stalls = [r for r in caplog.records if "enrichment stalled" in r.getMessage()]
-    assert len(stalls) == 2  # logged on every check, posted once
-
-
-def test_recent_progress_raises_no_alert(
-    session: Session, webhook: Webhook, redis_client: redis.Redis
-) -> None:
-    stalled_backlog(session)
-    settings = get_settings().model_copy(update={"alert_webhook_url": webhook.url})
-
-    assert (
-        alert_if_stalled(session, NOW + dt.timedelta(hours=1, minutes=59), settings, redis_client)
-        is None
-    )
-    assert webhook.posts == []
-
-
-def test_an_undeliverable_alert_is_still_logged(
-    session: Session, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
-) -> None:
-    stalled_backlog(session)
-    settings = get_settings().model_copy(update={"alert_webhook_url": "http://127.0.0.1:9/x"})
-
-    with caplog.at_level(logging.ERROR, logger="tasks.enrichment.monitoring"):
-        stall = alert_if_stalled(session, NOW + dt.timedelta(hours=5), settings, redis_client)
+    stall = find_stall(session, NOW + dt.timedelta(hours=2, minutes=1), dt.timedelta(hours=2))
 
     assert stall is not None
-    messages = [r.getMessage() for r in caplog.records]
-    assert any("not delivered to ALERT_WEBHOOK_URL" in m for m in messages)
-    assert redis_client.get(STALL_ALERTED_KEY) is None  # so the next check tries again
+    assert stall.backlog == 5
+    assert stall.last_progress == NOW
+    assert "none enriched for 2.0 h" in stall.message(NOW + dt.timedelta(hours=2, minutes=1))
+
+
+def test_recent_progress_is_no_stall(session: Session) -> None:
+    stalled_backlog(session)
+
+    assert (
+        find_stall(session, NOW + dt.timedelta(hours=1, minutes=59), dt.timedelta(hours=2)) is None
+    )
+
+
+def test_a_backlog_of_users_without_a_live_connection_is_no_stall(session: Session) -> None:
+    alice = new_user(session)  # never connected to Spotify: nothing could be enriched
+    set_statuses(session, alice, matched=1, pending=5)
+
+    assert find_stall(session, NOW + dt.timedelta(hours=5), dt.timedelta(hours=2)) is None
 
 
 # -- the chain and the upload trigger ---------------------------------------------------------

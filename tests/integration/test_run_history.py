@@ -293,3 +293,26 @@ def test_a_later_delivery_never_replaces_a_stored_success(app: Any, redis_client
 
     stored = app.AsyncResult("t-result")
     assert (stored.state, stored.result) == ("SUCCESS", 42)
+
+
+@pytest.mark.committed  # the worker's drainer may store the entry
+def test_a_finish_recorded_off_the_fast_path_is_counted_for_metrics(redis_client: Any) -> None:
+    # A run revoked before it started (or whose journal failed once) is appended by
+    # record(): it is counted like any other finish, without a duration.
+    from worker import run_journal
+
+    run_journal.record(
+        "finish",
+        {
+            "run_key": uuid.uuid4().hex,
+            "task_id": "t",
+            "task_name": "x.y",
+            "status": "revoked",
+            "started_at": an_hour_ago().isoformat(),
+            "finished_at": an_hour_ago().isoformat(),
+        },
+    )
+
+    counted = run_journal.read_run_metrics(redis_client)
+    assert counted.runs == {("x.y", "revoked"): 1}
+    assert counted.buckets == {}

@@ -34,6 +34,7 @@ VALID_CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "cleanup.stuck_tasks": ((), {}),
     "cleanup.task_runs": ((), {}),
     "enrichment.enrich_pending": ((), {"batch_size": 500}),
+    "monitoring.check_alerts": ((), {}),
     "enrichment.enrich_upload": ((7,), {}),
     "enrichment.progress": ((), {"user_id": None}),
     "listening.aggregate": ((), {}),

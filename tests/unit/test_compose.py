@@ -46,7 +46,8 @@ def test_every_app_service_gets_the_shared_production_environment(
     services: dict[str, Any],
 ) -> None:
     app_services = [n for n, s in services.items() if s.get("image") == "music-automation:latest"]
-    assert len(app_services) == len(QUEUE_NAMES) + 3  # workers, migrate, beat, flower
+    # workers, migrate, beat, flower, api, prometheus-token
+    assert len(app_services) == len(QUEUE_NAMES) + 5
     for name in app_services:
         environment = services[name]["environment"]
         assert {"ENVIRONMENT", "DATABASE_URL", "REDIS_URL", "FLOWER_BASIC_AUTH"} <= set(
@@ -73,3 +74,60 @@ def test_beat_runs_two_replicas_with_the_scheduler_the_app_names(
     beat = services["beat"]
     assert beat["command"] == ["celery", "-A", "worker", "beat", "--loglevel", "INFO"]
     assert beat["deploy"]["replicas"] == 2
+
+
+def test_the_api_serves_the_console_on_8000_and_is_checked_on_healthz(
+    services: dict[str, Any],
+) -> None:
+    api = services["api"]
+    assert api["command"] == ["automation", "api", "--host", "0.0.0.0"]
+    assert api["ports"] == ["8000:8000"]
+    assert "http://127.0.0.1:8000/healthz" in " ".join(api["healthcheck"]["test"])
+
+
+def test_prometheus_scrapes_with_a_viewer_token_the_one_shot_service_writes(
+    services: dict[str, Any],
+) -> None:
+    maker = services["prometheus-token"]
+    script = maker["command"][-1]
+    assert "automation admin create prometheus --role viewer" in script
+    assert "exists already" in script  # a second `up` finds the user there
+    assert "automation admin token prometheus" in script and "tail -n 1" in script
+    assert maker["restart"] == "no"
+    written = "/var/lib/automation/token"
+    assert f"mv {written}.new {written}" in script
+    volume = next(v for v in maker["volumes"] if v.startswith("prometheus-token:"))
+    assert volume.split(":")[1] == str(Path(written).parent)
+
+    prometheus = services["prometheus"]
+    assert prometheus["depends_on"]["prometheus-token"]["condition"] == (
+        "service_completed_successfully"
+    )
+    assert prometheus["depends_on"]["api"]["condition"] == "service_healthy"
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in prometheus["volumes"]}
+    config = yaml.safe_load((COMPOSE.parent / "monitoring" / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["static_configs"] == [{"targets": ["api:8000"]}]
+    credentials = job["authorization"]["credentials_file"]
+    assert credentials == f"{mounts['prometheus-token']}/token"
+    assert mounts["./monitoring/alerts.yml"] in config["rule_files"]
+    assert mounts["./monitoring/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+
+
+def test_grafana_is_provisioned_from_monitoring_with_the_prometheus_datasource(
+    services: dict[str, Any],
+) -> None:
+    grafana = services["grafana"]
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in grafana["volumes"]}
+    assert mounts["./monitoring/grafana/provisioning"] == "/etc/grafana/provisioning"
+    provider = yaml.safe_load(
+        (COMPOSE.parent / "monitoring/grafana/provisioning/dashboards/automation.yml").read_text()
+    )
+    assert provider["providers"][0]["options"]["path"] == mounts["./monitoring/grafana/dashboards"]
+    sources = yaml.safe_load(
+        (COMPOSE.parent / "monitoring/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
+    assert sources["datasources"][0]["url"] == "http://prometheus:9090"
+    assert "GF_SECURITY_ADMIN_PASSWORD" in grafana["environment"]

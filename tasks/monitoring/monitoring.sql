@@ -1,0 +1,71 @@
+-- name: ledger_exact
+-- Rows still to do, or failed, by type: the partial and (status, created_at) indexes hold
+-- these few; completed rows (most of the table) are estimated (``estimated_rows``).
+SELECT task_type, status, count(*) AS n
+FROM background_tasks
+WHERE status IN ('pending', 'processing', 'failed')
+GROUP BY task_type, status
+
+-- name: stale_pending
+-- Ledger rows queued for longer than the stuck-jobs alert allows.
+SELECT count(*) AS n
+FROM background_tasks
+WHERE status = 'pending' AND created_at < :before
+
+-- name: estimated_shares
+-- A column's common values and their rows, from the planner's statistics (ANALYZE, which
+-- autovacuum runs): no scan of the table. Values too rare to be common are left out.
+SELECT v.value, round(greatest(c.reltuples, 0) * v.freq)::bigint AS n
+FROM pg_class AS c
+JOIN pg_stats AS s
+  ON s.schemaname = current_schema() AND s.tablename = c.relname AND s.attname = :column
+CROSS JOIN LATERAL unnest(s.most_common_vals::text::text[], s.most_common_freqs) AS v (value, freq)
+WHERE c.oid = CAST(:table AS regclass)
+
+-- name: estimated_rows
+-- A table's rows as the planner counts them (VACUUM and ANALYZE keep it current).
+SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = CAST(:table AS regclass)
+
+-- name: enrichment_last_progress
+-- When enrichment last moved: the newest enriched listen (index on enriched_at), or,
+-- nothing ever enriched, the earliest live connection with listens waiting (as the stall
+-- check in tasks/enrichment/enrichment.sql).
+SELECT coalesce(
+    (SELECT max(enriched_at) FROM listens),
+    (SELECT min(c.authorized_at) FROM spotify_tokens AS c
+     WHERE c.revoked_at IS NULL
+       AND EXISTS (SELECT 1 FROM listens AS l
+                   WHERE l.user_id = c.user_id AND l.enrichment_status = 'pending'))
+) AS last_progress
+
+-- name: dead_letters
+SELECT count(*) AS total, coalesce(max(id), 0) AS last_id, max(received_at) AS latest_at
+FROM dead_letters
+
+-- name: dead_letters_after
+SELECT count(*) AS n, coalesce(max(id), 0) AS last_id FROM dead_letters WHERE id > :after
+
+-- name: schedule_health
+-- Per entry: its newest fired slot (beat's own fires, manual runs aside), its newest
+-- success, and how its last runs ended. Each lateral walks one entry's fires newest first
+-- on the primary key (entry, slot) and finds each fire's run by task id, stopping at the
+-- first success: a few index probes an entry, whatever the history.
+SELECT e.name, e.task, e.cron, e.every_seconds, e.timezone, e.paused, e.not_before,
+       (SELECT max(f.slot) FROM schedule_fires AS f
+        WHERE f.entry = e.name AND NOT f.manual) AS last_slot,
+       (SELECT r.finished_at
+        FROM (SELECT f.task_id, f.slot FROM schedule_fires AS f
+              WHERE f.entry = e.name ORDER BY f.slot DESC LIMIT :success_window) AS f
+        JOIN LATERAL (SELECT t.status, t.finished_at FROM task_runs AS t
+                      WHERE t.task_id = f.task_id ORDER BY t.started_at DESC LIMIT 1) AS r
+          ON r.status = 'success'
+        ORDER BY f.slot DESC LIMIT 1) AS last_success_at,
+       ARRAY(SELECT coalesce(r.status, 'sent')
+             FROM (SELECT f.task_id, f.slot FROM schedule_fires AS f
+                   WHERE f.entry = e.name ORDER BY f.slot DESC LIMIT :recent) AS f
+             LEFT JOIN LATERAL (SELECT t.status FROM task_runs AS t
+                                WHERE t.task_id = f.task_id
+                                ORDER BY t.started_at DESC LIMIT 1) AS r ON true
+             ORDER BY f.slot DESC) AS recent_statuses
+FROM schedule_entries AS e
+ORDER BY e.name
