@@ -75,3 +75,13 @@ def test_rules_and_dashboard_name_only_metrics_the_collector_exposes() -> None:
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
 def test_promtool_accepts_the_rules() -> None:
     subprocess.run(["promtool", "check", "rules", str(MONITORING / "alerts.yml")], check=True)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_each_rule_fires_on_its_condition_and_not_just_short_of_it() -> None:
+    result = subprocess.run(
+        ["promtool", "test", "rules", str(MONITORING / "alerts_test.yml")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
