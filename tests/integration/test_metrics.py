@@ -147,7 +147,7 @@ def schedule_fixture(session: Session, now: dt.datetime) -> dt.datetime:
 
 
 def test_metrics_report_the_state_of_a_known_fixture(
-    console: str, session: Session, engine: Engine, redis_client: redis.Redis
+    console: str, session: Session, engine: Engine, redis_client: redis.Redis, app: Any
 ) -> None:
     token = token_for(session, "grafana", "viewer")
     now = dt.datetime.now(dt.UTC)
@@ -159,9 +159,11 @@ def test_metrics_report_the_state_of_a_known_fixture(
     session.commit()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("ANALYZE background_tasks, listens"))  # the estimates' source
-    # Queues the test worker does not consume (tests/services.py), so the messages stay.
-    redis_client.rpush("analysis", "m1", "m2", "m3")
-    redis_client.rpush("enrichment:3", "urgent")  # the queue's priority-3 list
+    # Queues the test worker does not consume (tests/services.py), so the messages stay;
+    # sent through the broker of the run, Redis or RabbitMQ.
+    for _ in range(3):
+        app.send_task("automation.ping", queue="analysis")
+    app.send_task("automation.ping", queue="enrichment", priority=3)  # Redis: its own list
     liveness.beat_heart(redis_client, FAKE_WORKER, 60, {"queues": ["analysis"]})
 
     try:
