@@ -20,7 +20,7 @@ from typing import IO
 from db.migrate import upgrade
 from worker.embedded import EmbeddedPostgres, EmbeddedRedis
 from worker.queues import QUEUE_NAMES, worker_queues
-from worker.settings import EMBEDDED_POSTGRES_PORT, EMBEDDED_REDIS_PORT, Settings
+from worker.settings import Settings
 
 STOP_GRACE_SECONDS = 60  # warm shutdown lets running tasks finish; then SIGKILL
 
@@ -88,8 +88,8 @@ def services(settings: Settings) -> Iterator[dict[str, str]]:
     if not settings.uses_embedded_services:
         yield {"DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url}
         return
-    postgres = EmbeddedPostgres(settings.data_dir, EMBEDDED_POSTGRES_PORT)
-    redis_server = EmbeddedRedis(settings.data_dir, EMBEDDED_REDIS_PORT)
+    postgres = EmbeddedPostgres(settings.data_dir, settings.embedded_postgres_port)
+    redis_server = EmbeddedRedis(settings.data_dir, settings.embedded_redis_port)
     print(f"starting embedded PostgreSQL and Redis (data in {settings.data_dir}/)", flush=True)
     try:
         urls = {"DATABASE_URL": postgres.start(), "REDIS_URL": redis_server.start()}
