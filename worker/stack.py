@@ -305,7 +305,7 @@ def _where_to_look(settings: Settings, api: bool, flower: bool) -> list[str]:
 def _exit_description(code: int | None) -> str:
     if code is not None and code < 0:
         with contextlib.suppress(ValueError):
-            return f"was killed by {signal.Signals(-code).name}"
+            return f"was killed by {signal.Signals(-code).name} (exit code {code})"
     return f"exited with code {code}"
 
 
