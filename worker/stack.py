@@ -290,7 +290,9 @@ def _where_to_look(settings: Settings, api: bool, flower: bool) -> list[str]:
     if api:
         base = _api_base(settings)
         lines.append(f"status page  {base}/console")
-        lines.append(f"API          {base}/docs (OpenAPI)")
+        # The console serves no docs page (it would load scripts from a CDN); its OpenAPI
+        # document asks for a token (README, "Operator console").
+        lines.append(f"API          {base}/api/automation (OpenAPI: {base}/api/openapi.json)")
     if flower:
         auth = " (basic auth)" if settings.flower_basic_auth else ""
         lines.append(f"Flower       {settings.flower_link}{auth}")

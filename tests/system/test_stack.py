@@ -76,7 +76,7 @@ def test_up_prints_a_summary_with_each_process_ready_and_where_to_look_and_serve
         base = f"http://127.0.0.1:{api_port}"
         assert summary[-5:] == [
             f"status page  {base}/console",
-            f"API          {base}/docs (OpenAPI)",
+            f"API          {base}/api/automation (OpenAPI: {base}/api/openapi.json)",
             f"Flower       http://127.0.0.1:{flower_port}",
             f"logs         {tmp_path / 'logs'}/NAME.log (`automation logs NAME` follows one)",
             "Ctrl-C stops everything",
