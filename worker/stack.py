@@ -16,6 +16,7 @@ shutdown then, above all not the embedded services' stop (see ``Output``).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
 import socket
@@ -232,12 +233,12 @@ def _worker_probe(client: redis.Redis, child: Child) -> Callable[[], str | None]
     return probe
 
 
-# A console listening on every address is reached from this machine on loopback.
-_LOOPBACK_FOR = {"0.0.0.0": "127.0.0.1", "::": "::1"}  # nosec B104: compared, never bound
-
-
 def _api_base(settings: Settings) -> str:
-    address = _LOOPBACK_FOR.get(settings.api_address, settings.api_address)
+    address = settings.api_address
+    with contextlib.suppress(ValueError):  # a host name: shown as it is
+        listens = ipaddress.ip_address(address)
+        if listens.is_unspecified:  # every address: this machine reaches it on loopback
+            address = "127.0.0.1" if listens.version == 4 else "::1"
     host = f"[{address}]" if ":" in address else address
     return f"http://{host}:{settings.api_port}"
 
