@@ -153,7 +153,12 @@ def test_ctrl_c_with_output_piped_to_a_reader_that_dies_first_still_stops_the_se
         )
     reader.stdin.close()
     try:
-        wait_for(lambda: "Ctrl-C stops everything" in copy.read_text(), timeout=120, interval=0.5)
+        # (tee makes its file once it runs: not yet, maybe, on a busy machine.)
+        wait_for(
+            lambda: copy.exists() and "Ctrl-C stops everything" in copy.read_text(),
+            timeout=120,
+            interval=0.5,
+        )
         assert _processes_in(data_dir)  # the embedded services run (else this proves nothing)
 
         os.killpg(reader.pid, signal.SIGINT)
