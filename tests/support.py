@@ -159,7 +159,7 @@ def runs_of(session: Any, task_id: str) -> list[TaskRun]:
 
 def wait_for_stack(app: Any, log: Path) -> None:
     """Until ``automation up`` (printing to ``log``) has a worker answering on every queue
-    and Flower serving."""
+    and has printed its summary (every process ready, or named as not)."""
     from worker.queues import QUEUE_NAMES
 
     expected = {f"{queue}@" for queue in QUEUE_NAMES}
@@ -170,7 +170,7 @@ def wait_for_stack(app: Any, log: Path) -> None:
         return names if names >= expected else set()
 
     wait_for(workers_answering, timeout=90, interval=1)
-    wait_for(lambda: "Flower: http://127.0.0.1:" in log.read_text(), timeout=30)
+    wait_for(lambda: "Ctrl-C stops everything" in log.read_text(), timeout=120)
 
 
 @contextlib.contextmanager

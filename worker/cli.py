@@ -1,10 +1,11 @@
-"""``automation``: the operators' command line (up, api, db, seed, trigger, status, retry,
+"""``automation``: the operators' command line (up, logs, api, db, seed, trigger, status, retry,
 schedule, admin, spotify)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from typing import Any
 
@@ -60,16 +61,81 @@ def main() -> None:
 @main.command()
 @click.option("--concurrency", default=1, show_default=True, help="Processes per worker.")
 @click.option("--beat/--no-beat", default=True, show_default=True)
+@click.option("--api/--no-api", default=True, show_default=True, help="The console.")
 @click.option("--flower/--no-flower", default=True, show_default=True)
-def up(concurrency: int, beat: bool, flower: bool) -> None:
-    """Start workers (one per queue), beat and Flower; Ctrl-C stops them all.
+@click.option(
+    "--verbose", is_flag=True, help="Also every process's output, prefixed with its name."
+)
+def up(concurrency: int, beat: bool, api: bool, flower: bool, verbose: bool) -> None:
+    """Start workers (one per queue), beat, the console and Flower; Ctrl-C stops them all.
 
     With DATABASE_URL and REDIS_URL unset, an embedded PostgreSQL and Redis are started
     first (data under DATA_DIR, kept across restarts). Migrations are applied on the way.
+    Prints a summary as each process becomes ready; each process's output goes to
+    DATA_DIR/logs/NAME.log (`automation logs NAME`).
     """
     from worker import stack
 
-    sys.exit(stack.run(get_settings(), concurrency=concurrency, beat=beat, flower=flower))
+    sys.exit(
+        stack.run(
+            get_settings(),
+            concurrency=concurrency,
+            beat=beat,
+            flower=flower,
+            api=api,
+            verbose=verbose,
+        )
+    )
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option(
+    "--lines",
+    "-n",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Lines of history to show first.",
+)
+@click.option("--follow/--no-follow", default=True, show_default=True)
+def logs(name: str | None, lines: int, follow: bool) -> None:
+    """Follow NAME's log (as tail -f does), one of the processes `automation up` runs;
+    without NAME, list the logs with their sizes."""
+    from worker import child_logs
+
+    data_dir = get_settings().data_dir.resolve()
+    if name is None:
+        found = child_logs.available(data_dir)
+        where = child_logs.log_dir(data_dir)
+        if not found:
+            click.echo(f"no logs in {where} yet (`automation up` writes them)")
+            return
+        click.echo(f"logs in {where}:")
+        for log_name, size in found.items():
+            click.echo(f"  {log_name:<20} {child_logs.human_size(size):>10}")
+        click.echo("follow one with `automation logs NAME`")
+        return
+    try:
+        path = child_logs.find(data_dir, name)
+    except child_logs.UnknownLogError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        if follow:
+            child_logs.follow(path, lines, _echo_raw)
+        else:
+            for line in child_logs.last_lines(path, lines):
+                _echo_raw(line + "\n")
+    except KeyboardInterrupt:  # Ctrl-C is how one stops following
+        pass
+    except BrokenPipeError:  # `automation logs beat | head`: the reader has had enough
+        # The interpreter flushes standard output on its way out: into nothing, quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _echo_raw(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 @main.command()

@@ -105,15 +105,20 @@ def live_workers(client: redis.Redis) -> list[str]:
     )
 
 
-def worker_queues(client: redis.Redis) -> dict[str, list[str]]:
-    """Each live worker's queues, as its heartbeat reports them."""
+def worker_info(client: redis.Redis) -> dict[str, dict[str, Any]]:
+    """Each live worker's heartbeat: its pid, host, start time and queues."""
     names = live_workers(client)
     values = client.mget([HEARTBEAT_PREFIX + name for name in names]) if names else []
     return {
-        name: list(json.loads(value).get("queues", []))
+        name: dict(json.loads(value))
         for name, value in zip(names, values, strict=True)
         if value is not None
     }
+
+
+def worker_queues(client: redis.Redis) -> dict[str, list[str]]:
+    """Each live worker's queues, as its heartbeat reports them."""
+    return {name: list(info.get("queues", [])) for name, info in worker_info(client).items()}
 
 
 def persistence(client: redis.Redis) -> str | None:

@@ -60,7 +60,20 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(
         default=Path(".automation"),
-        description="Embedded services' data and Flower's state.",
+        description="Embedded services' data, Flower's state, and `automation up`'s logs "
+        "(DATA_DIR/logs).",
+    )
+    embedded_postgres_port: int = Field(
+        default=EMBEDDED_POSTGRES_PORT,
+        ge=1,
+        le=65535,
+        description="Where the embedded PostgreSQL listens (DATABASE_URL unset).",
+    )
+    embedded_redis_port: int = Field(
+        default=EMBEDDED_REDIS_PORT,
+        ge=1,
+        le=65535,
+        description="Where the embedded Redis listens (REDIS_URL unset).",
     )
 
     # Flower
@@ -255,6 +268,21 @@ class Settings(BaseSettings):
         if value and not value.startswith((*REDIS_SCHEMES, *AMQP_SCHEMES)):
             raise ValueError("must be a redis:// or amqp:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _embedded_urls_follow_their_ports(self) -> Settings:
+        # An unset URL names the embedded service, wherever it was told to listen; a
+        # second stack (or a test) on other ports never touches the first one's data.
+        # The model is frozen; this is its construction, not a change afterwards.
+        if "database_url" not in self.model_fields_set:
+            object.__setattr__(
+                self,
+                "database_url",
+                f"postgresql+psycopg://postgres@127.0.0.1:{self.embedded_postgres_port}/automation",
+            )
+        if "redis_url" not in self.model_fields_set:
+            object.__setattr__(self, "redis_url", f"redis://127.0.0.1:{self.embedded_redis_port}/0")
+        return self
 
     @model_validator(mode="after")
     def _broker_defaults_to_redis(self) -> Settings:

@@ -1,9 +1,10 @@
 """No secret leaves the place it is kept: not into logs, run history, results, dead
 letters, Flower, ``automation status``, or any process's command line.
 
-``automation up`` runs the whole stack (a worker per queue, beat, Flower) with recognisable
-values in every secret setting; after some work, including failures and a dead letter,
-every sink is searched for them.
+``automation up`` runs the whole stack (a worker per queue, beat, the console, Flower) with
+recognisable values in every secret setting; after some work, including failures and a
+dead letter, every sink is searched for them, its summary and each process's log among
+them.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def stack(app: Any, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], P
         "DATA_DIR": str(tmp_path),
         "DATABASE_URL": database_url.render_as_string(hide_password=False),
         "FLOWER_PORT": str(port),
+        "API_PORT": str(free_port()),
         "FLOWER_BASIC_AUTH": f"ops:{FLOWER_PASSWORD}",
         "SPOTIFY_CLIENT_ID": "client-id",
         "SPOTIFY_CLIENT_SECRET": SPOTIFY_SECRET,
@@ -157,5 +159,7 @@ def test_no_secret_reaches_a_log_a_record_a_result_flower_status_or_a_command_li
     up.send_signal(signal.SIGINT)
     up.wait(timeout=120)
     found += leaks("automation up's output", log.read_text(errors="replace"))
+    for process_log in (log.parent / "logs").glob("*.log"):
+        found += leaks(process_log.name, process_log.read_text(errors="replace"))
 
     assert found == []

@@ -133,3 +133,12 @@ def test_celery_refuses_to_start_with_one_line_naming_the_bad_variable() -> None
     )
     assert done.returncode != 0
     assert done.stderr.strip() == "configuration error: REDIS_URL: must be a redis:// URL"
+
+
+def test_unset_urls_follow_the_embedded_services_ports(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("EMBEDDED_POSTGRES_PORT", "55999")
+    clean_env.setenv("EMBEDDED_REDIS_PORT", "56999")
+    settings = load_settings()
+    assert settings.database_url == "postgresql+psycopg://postgres@127.0.0.1:55999/automation"
+    assert (settings.redis_url, settings.broker_url) == ("redis://127.0.0.1:56999/0",) * 2
+    assert settings.uses_embedded_services
