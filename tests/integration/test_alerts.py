@@ -62,6 +62,7 @@ def stuck_jobs(session: Session, n: int) -> None:
     session.flush()
 
 
+@pytest.mark.broker_independent
 def test_more_than_100_jobs_pending_for_an_hour_alert_once_then_recover(
     session: Session, redis_client: redis.Redis, webhook: Webhook, settings: Settings
 ) -> None:
@@ -82,6 +83,7 @@ def test_more_than_100_jobs_pending_for_an_hour_alert_once_then_recover(
     assert incident.notified_resolved_at == NOW + 2 * MINUTE
 
 
+@pytest.mark.broker_independent
 def test_100_stuck_jobs_or_jobs_younger_than_an_hour_raise_nothing(
     session: Session, redis_client: redis.Redis, webhook: Webhook, settings: Settings
 ) -> None:
@@ -94,6 +96,7 @@ def test_100_stuck_jobs_or_jobs_younger_than_an_hour_raise_nothing(
     assert webhook.posts == []
 
 
+@pytest.mark.broker_independent
 def test_a_webhook_answering_500_is_retried_at_the_next_check_until_it_takes_the_alert(
     session: Session, redis_client: redis.Redis, webhook: Webhook, settings: Settings
 ) -> None:
@@ -114,6 +117,7 @@ def test_a_webhook_answering_500_is_retried_at_the_next_check_until_it_takes_the
     assert incident.notified_open_at == NOW + 2 * MINUTE
 
 
+@pytest.mark.broker_independent
 def test_without_a_webhook_the_incident_is_recorded_and_logged(
     session: Session, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -173,6 +177,7 @@ def fire(session: Session, slot: dt.datetime, task_id: str, status: str | None =
     session.flush()
 
 
+@pytest.mark.broker_independent
 def test_a_slot_beat_did_not_fire_alerts_until_the_entry_fires_again(
     session: Session, redis_client: redis.Redis, webhook: Webhook, settings: Settings
 ) -> None:
@@ -193,6 +198,7 @@ def test_a_slot_beat_did_not_fire_alerts_until_the_entry_fires_again(
     assert sent(webhook)[-1] == ("schedule_missed:status-every-10", "resolved")
 
 
+@pytest.mark.broker_independent
 def test_an_entry_whose_last_two_runs_failed_alerts_and_recovers_on_a_success(
     session: Session, redis_client: redis.Redis, webhook: Webhook, settings: Settings
 ) -> None:
@@ -217,6 +223,7 @@ def test_an_entry_whose_last_two_runs_failed_alerts_and_recovers_on_a_success(
     assert sent(webhook)[-1] == ("schedule_failing:status-every-10", "resolved")
 
 
+@pytest.mark.broker_independent
 def test_enrichment_stalled_for_two_hours_alerts_once_per_stall(
     session: Session, redis_client: redis.Redis, webhook: Webhook, settings: Settings
 ) -> None:
@@ -250,6 +257,7 @@ def test_enrichment_stalled_for_two_hours_alerts_once_per_stall(
     assert sent(webhook)[-1] == ("enrichment_stalled", "resolved")
 
 
+@pytest.mark.broker_independent
 def test_dead_letters_alert_when_new_ones_arrive_and_recover_at_a_check_without_any(
     session: Session, redis_client: redis.Redis, webhook: Webhook, settings: Settings
 ) -> None:
@@ -275,6 +283,7 @@ def test_dead_letters_alert_when_new_ones_arrive_and_recover_at_a_check_without_
     assert webhook.posts[2]["detail"]["new"] == 1
 
 
+@pytest.mark.broker_independent
 def test_a_queue_without_a_live_worker_alerts_until_one_comes(
     session: Session, redis_client: redis.Redis, webhook: Webhook, settings: Settings
 ) -> None:
@@ -292,6 +301,7 @@ def test_a_queue_without_a_live_worker_alerts_until_one_comes(
     assert sent(webhook) == [("no_worker:analysis", "firing"), ("no_worker:analysis", "resolved")]
 
 
+@pytest.mark.broker_independent
 def test_an_incident_opened_and_resolved_while_the_webhook_was_down_is_posted_in_order(
     session: Session, redis_client: redis.Redis, webhook: Webhook, settings: Settings
 ) -> None:
@@ -309,6 +319,7 @@ def test_an_incident_opened_and_resolved_while_the_webhook_was_down_is_posted_in
 # -- the task, its queue and its schedule --------------------------------------------------
 
 
+@pytest.mark.broker_independent
 def test_check_alerts_runs_every_minute_on_the_default_queue_skipping_missed_slots() -> None:
     entry = beat_schedule.SCHEDULE["check-alerts"]
     assert entry == {"task": "monitoring.check_alerts", "cron": "* * * * *", "missed": "skip"}

@@ -59,10 +59,12 @@ def client(base_url: str, token: str | None = None) -> httpx.Client:
 # Health and credentials
 
 
+@pytest.mark.broker_independent
 def test_health_answers_without_credentials(base_url: str) -> None:
     assert client(base_url).get("/healthz").json() == {"status": "ok"}
 
 
+@pytest.mark.broker_independent
 def test_ready_only_once_every_queue_has_a_live_worker(base_url: str) -> None:
     redis = get_redis()
     for key in redis.scan_iter(match=liveness.HEARTBEAT_PREFIX + "*"):
@@ -83,6 +85,7 @@ def test_ready_only_once_every_queue_has_a_live_worker(base_url: str) -> None:
     assert ready.status_code == 200, ready.json()
 
 
+@pytest.mark.broker_independent
 def test_every_other_route_refuses_a_request_without_a_token(base_url: str) -> None:
     viewer = client(base_url, token_for("viewer"))
     paths = viewer.get("/api/openapi.json").json()["paths"]
@@ -100,11 +103,13 @@ def test_every_other_route_refuses_a_request_without_a_token(base_url: str) -> N
     assert anonymous.get("/docs").status_code == 404
 
 
+@pytest.mark.broker_independent
 def test_a_made_up_token_is_refused(base_url: str) -> None:
     answer = client(base_url, "mat_not-a-real-token").get("/api/automation/trigger")
     assert answer.status_code == 401
 
 
+@pytest.mark.broker_independent
 def test_a_token_revoked_mid_session_is_refused_at_its_next_request(base_url: str) -> None:
     token = token_for("viewer")
     viewer = client(base_url, token)
@@ -116,6 +121,7 @@ def test_a_token_revoked_mid_session_is_refused_at_its_next_request(base_url: st
     assert viewer.get("/api/automation/schedules").status_code == 401
 
 
+@pytest.mark.broker_independent
 def test_a_disabled_admin_s_tokens_stop_working(base_url: str) -> None:
     admin = client(base_url, token_for("admin", "leaving"))
     assert admin.get("/api/automation/schedules").status_code == 200
@@ -125,6 +131,7 @@ def test_a_disabled_admin_s_tokens_stop_working(base_url: str) -> None:
     assert admin.get("/api/automation/schedules").status_code == 401
 
 
+@pytest.mark.broker_independent
 def test_an_address_sending_bad_tokens_is_locked_out_even_with_a_good_one(
     base_url: str,
 ) -> None:
@@ -138,6 +145,7 @@ def test_an_address_sending_bad_tokens_is_locked_out_even_with_a_good_one(
     assert int(locked.headers["retry-after"]) > 0
 
 
+@pytest.mark.broker_independent
 def test_the_cli_prints_a_token_alone_on_its_last_line_and_keeps_only_its_digest() -> None:
     assert CliRunner().invoke(main, ["admin", "create", "ops", "--role", "admin"]).exit_code == 0
 
@@ -154,6 +162,7 @@ def test_the_cli_prints_a_token_alone_on_its_last_line_and_keeps_only_its_digest
 # Roles
 
 
+@pytest.mark.broker_independent
 def test_a_viewer_reads_the_status_but_may_not_trigger(base_url: str) -> None:
     viewer = client(base_url, token_for("viewer"))
 
@@ -165,6 +174,7 @@ def test_a_viewer_reads_the_status_but_may_not_trigger(base_url: str) -> None:
     assert "admin or service" in refused.json()["detail"]
 
 
+@pytest.mark.broker_independent
 def test_a_service_token_may_trigger_and_read_nothing(base_url: str) -> None:
     service = client(base_url, token_for("service"))
 
@@ -191,6 +201,7 @@ def test_an_admin_trigger_runs_the_task_and_is_in_the_audit_log(
         assert entry.detail["sent"] == [sent]
 
 
+@pytest.mark.broker_independent
 def test_an_unknown_task_is_refused_with_the_valid_names(base_url: str) -> None:
     answer = client(base_url, token_for("admin")).post(
         "/api/automation/trigger", json={"task": "nope"}
@@ -201,6 +212,7 @@ def test_an_unknown_task_is_refused_with_the_valid_names(base_url: str) -> None:
     assert {"all", "trending", "smart_playlists"} <= set(answer.json()["detail"]["valid"])
 
 
+@pytest.mark.broker_independent
 def test_bad_arguments_are_refused_naming_the_argument_and_nothing_is_sent(
     base_url: str,
 ) -> None:
@@ -219,6 +231,7 @@ def test_bad_arguments_are_refused_naming_the_argument_and_nothing_is_sent(
 # Trending and playlists
 
 
+@pytest.mark.broker_independent
 def test_trending_lists_tracks_with_their_artist_album_and_figures(base_url: str) -> None:
     with session_scope() as session:
         band = factories.artist(session, "Band")
@@ -257,6 +270,7 @@ def _playlist(session: Any, owner: int, kind: str, track_ids: list[int]) -> None
     )
 
 
+@pytest.mark.broker_independent
 def test_a_user_token_sees_its_own_playlists_and_no_one_else_s(base_url: str) -> None:
     with session_scope() as session:
         band = factories.artist(session, "Band")
@@ -277,6 +291,7 @@ def test_a_user_token_sees_its_own_playlists_and_no_one_else_s(base_url: str) ->
     assert listener.get("/api/automation/trending").status_code == 403
 
 
+@pytest.mark.broker_independent
 def test_a_viewer_reads_any_user_s_playlists_by_id_filtered_by_type(base_url: str) -> None:
     with session_scope() as session:
         band = factories.artist(session)
@@ -309,6 +324,7 @@ def test_a_user_regenerates_their_own_playlist_on_the_worker(
     app.AsyncResult(sent["task_id"]).get(timeout=60)
 
 
+@pytest.mark.broker_independent
 def test_a_viewer_may_not_regenerate_playlists(base_url: str) -> None:
     answer = client(base_url, token_for("viewer")).post(
         "/api/automation/smart-playlists", json={"playlistType": "daily_mix", "userId": 1}
@@ -327,6 +343,7 @@ def _entry(admin: httpx.Client) -> None:
     assert answer.status_code == 200, answer.json()
 
 
+@pytest.mark.broker_independent
 def test_an_admin_pauses_and_resumes_an_entry_and_both_are_in_its_trail(base_url: str) -> None:
     admin = client(base_url, token_for("admin", "bob"))
     _entry(admin)
@@ -343,6 +360,7 @@ def test_an_admin_pauses_and_resumes_an_entry_and_both_are_in_its_trail(base_url
     ]
 
 
+@pytest.mark.broker_independent
 def test_a_bad_cron_is_refused_with_the_reason(base_url: str) -> None:
     answer = client(base_url, token_for("admin")).put(
         "/api/automation/schedules/broken", json={"task": "automation.status", "cron": "61 * * *"}
@@ -351,6 +369,7 @@ def test_a_bad_cron_is_refused_with_the_reason(base_url: str) -> None:
     assert "cron" in answer.json()["detail"]["error"].lower()
 
 
+@pytest.mark.broker_independent
 def test_an_unknown_entry_is_404(base_url: str) -> None:
     admin = client(base_url, token_for("admin"))
     assert admin.post("/api/automation/schedules/nothing/pause").status_code == 404
@@ -369,6 +388,7 @@ def test_run_now_sends_the_entry_s_task_which_runs(
     assert app.AsyncResult(sent["task_id"]).get(timeout=30)["generated_at"]
 
 
+@pytest.mark.broker_independent
 def test_runs_come_newest_first_a_page_at_a_time(base_url: str) -> None:
     with session_scope() as session:
         for n in range(5):
@@ -403,6 +423,7 @@ def _ledger_row(status: str) -> int:
         return row.id
 
 
+@pytest.mark.broker_independent
 def test_retry_puts_a_failed_ledger_row_back_to_pending_with_fresh_attempts(
     base_url: str,
 ) -> None:
@@ -416,6 +437,7 @@ def test_retry_puts_a_failed_ledger_row_back_to_pending_with_fresh_attempts(
         assert row is not None and (row.status, row.attempts) == ("pending", 0)
 
 
+@pytest.mark.broker_independent
 def test_retry_of_a_row_that_has_not_failed_is_a_conflict_and_changes_nothing(
     base_url: str,
 ) -> None:
@@ -428,6 +450,7 @@ def test_retry_of_a_row_that_has_not_failed_is_a_conflict_and_changes_nothing(
         assert session.get(BackgroundTask, row_id).status == "completed"  # type: ignore[union-attr]
 
 
+@pytest.mark.broker_independent
 def test_the_cli_retries_a_failed_ledger_row() -> None:
     row_id = _ledger_row("failed")
 
@@ -461,6 +484,7 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
 }
 
 
+@pytest.mark.broker_independent
 def test_each_route_answers_exactly_the_roles_it_names(base_url: str) -> None:
     with session_scope() as session:
         listener = factories.user(session)

@@ -89,6 +89,7 @@ def paused(session: Any, name: str = "nightly-trending") -> bool:
     return entry.paused
 
 
+@pytest.mark.broker_independent
 def test_an_admin_signs_in_and_sees_the_status_report(session: Any, client: httpx.Client) -> None:
     make_admin(session, "ada")
 
@@ -103,6 +104,7 @@ def test_an_admin_signs_in_and_sees_the_status_report(session: Any, client: http
     assert "Recent runs" in page.text
 
 
+@pytest.mark.broker_independent
 def test_the_session_cookie_is_http_only_and_same_site_strict(
     session: Any, client: httpx.Client
 ) -> None:
@@ -122,6 +124,7 @@ def test_the_session_cookie_is_http_only_and_same_site_strict(
     assert "Secure" not in cookie
 
 
+@pytest.mark.broker_independent
 def test_the_page_cannot_be_framed_by_another_site_nor_cached(
     session: Any, client: httpx.Client
 ) -> None:
@@ -135,6 +138,7 @@ def test_the_page_cannot_be_framed_by_another_site_nor_cached(
     assert page.headers["cache-control"] == "no-store"
 
 
+@pytest.mark.broker_independent
 def test_a_signed_in_admin_opening_the_sign_in_form_is_sent_to_the_page(
     session: Any, client: httpx.Client
 ) -> None:
@@ -146,6 +150,7 @@ def test_a_signed_in_admin_opening_the_sign_in_form_is_sent_to_the_page(
     assert (response.status_code, response.headers["location"]) == (303, "/console")
 
 
+@pytest.mark.broker_independent
 def test_a_wrong_password_is_refused_without_a_session(session: Any, client: httpx.Client) -> None:
     make_admin(session, "ada")
 
@@ -156,6 +161,7 @@ def test_a_wrong_password_is_refused_without_a_session(session: Any, client: htt
     assert SESSION_COOKIE not in client.cookies
 
 
+@pytest.mark.broker_independent
 def test_a_user_without_a_password_cannot_sign_in(session: Any, client: httpx.Client) -> None:
     make_admin(session, "tokens-only", password=None)
 
@@ -165,6 +171,7 @@ def test_a_user_without_a_password_cannot_sign_in(session: Any, client: httpx.Cl
     assert SESSION_COOKIE not in client.cookies
 
 
+@pytest.mark.broker_independent
 def test_sign_in_is_locked_after_too_many_failures_even_with_the_right_password(
     session: Any, client: httpx.Client
 ) -> None:
@@ -180,6 +187,7 @@ def test_sign_in_is_locked_after_too_many_failures_even_with_the_right_password(
     assert SESSION_COOKIE not in client.cookies
 
 
+@pytest.mark.broker_independent
 def test_the_sign_in_form_without_its_csrf_token_is_refused(
     session: Any, client: httpx.Client
 ) -> None:
@@ -192,6 +200,7 @@ def test_the_sign_in_form_without_its_csrf_token_is_refused(
     assert SESSION_COOKIE not in client.cookies
 
 
+@pytest.mark.broker_independent
 def test_the_sign_in_form_without_its_cookie_is_refused(session: Any, base_url: str) -> None:
     make_admin(session, "ada")
     with httpx.Client(base_url=base_url) as first:
@@ -207,6 +216,7 @@ def test_the_sign_in_form_without_its_cookie_is_refused(session: Any, base_url: 
 
 
 @pytest.mark.parametrize("csrf", [None, "0" * 64], ids=["missing", "wrong"])
+@pytest.mark.broker_independent
 def test_an_action_with_a_missing_or_wrong_csrf_token_is_refused_and_does_nothing(
     session: Any, client: httpx.Client, csrf: str | None
 ) -> None:
@@ -222,6 +232,7 @@ def test_an_action_with_a_missing_or_wrong_csrf_token_is_refused_and_does_nothin
     assert not paused(session)
 
 
+@pytest.mark.broker_independent
 def test_a_viewer_sees_the_page_without_buttons(session: Any, client: httpx.Client) -> None:
     make_admin(session, "val", role="viewer")
     make_entry(session)
@@ -235,6 +246,7 @@ def test_a_viewer_sees_the_page_without_buttons(session: Any, client: httpx.Clie
     assert "/console/trigger" not in page.text
 
 
+@pytest.mark.broker_independent
 def test_a_viewer_cannot_post_an_action(session: Any, client: httpx.Client) -> None:
     make_admin(session, "val", role="viewer")
     make_entry(session)
@@ -247,6 +259,7 @@ def test_a_viewer_cannot_post_an_action(session: Any, client: httpx.Client) -> N
     assert not paused(session)
 
 
+@pytest.mark.broker_independent
 def test_a_session_revoked_mid_way_is_sent_back_to_sign_in(
     session: Any, client: httpx.Client
 ) -> None:
@@ -265,6 +278,7 @@ def test_a_session_revoked_mid_way_is_sent_back_to_sign_in(
     assert not paused(session)
 
 
+@pytest.mark.broker_independent
 def test_a_disabled_user_is_sent_back_to_sign_in(session: Any, client: httpx.Client) -> None:
     make_admin(session, "ada")
     sign_in(client, "ada")
@@ -276,6 +290,7 @@ def test_a_disabled_user_is_sent_back_to_sign_in(session: Any, client: httpx.Cli
     assert (page.status_code, page.headers["location"]) == (303, "/console/login")
 
 
+@pytest.mark.broker_independent
 def test_an_expired_session_is_sent_back_to_sign_in(session: Any, base_url: str) -> None:
     make_admin(session, "ada")
     admin = session.scalar(select(AdminUser).where(AdminUser.username == "ada"))
@@ -288,6 +303,7 @@ def test_an_expired_session_is_sent_back_to_sign_in(session: Any, base_url: str)
     assert (page.status_code, page.headers["location"]) == (303, "/console/login")
 
 
+@pytest.mark.broker_independent
 def test_an_api_token_in_the_session_cookie_is_refused(session: Any, base_url: str) -> None:
     make_admin(session, "ada")
     token, _ = accounts.issue_token(session, "ada")
@@ -298,6 +314,7 @@ def test_an_api_token_in_the_session_cookie_is_refused(session: Any, base_url: s
     assert (page.status_code, page.headers["location"]) == (303, "/console/login")
 
 
+@pytest.mark.broker_independent
 def test_signing_out_revokes_the_session(session: Any, client: httpx.Client) -> None:
     make_admin(session, "ada")
     sign_in(client, "ada")
@@ -313,6 +330,7 @@ def test_signing_out_revokes_the_session(session: Any, client: httpx.Client) -> 
     assert accounts.authenticate(session, token, dt.datetime.now(dt.UTC)) is None
 
 
+@pytest.mark.broker_independent
 def test_signing_in_again_ends_the_session_the_browser_had(session: Any, base_url: str) -> None:
     make_admin(session, "ada")
     with httpx.Client(base_url=base_url, timeout=10) as first:
@@ -330,6 +348,7 @@ def test_signing_in_again_ends_the_session_the_browser_had(session: Any, base_ur
     assert accounts.authenticate(session, old, dt.datetime.now(dt.UTC)) is None
 
 
+@pytest.mark.broker_independent
 def test_pausing_and_resuming_an_entry_is_done_as_the_admin_and_audited(
     session: Any, client: httpx.Client
 ) -> None:
@@ -367,6 +386,7 @@ def test_pausing_and_resuming_an_entry_is_done_as_the_admin_and_audited(
     ]
 
 
+@pytest.mark.broker_independent
 def test_retrying_a_failed_ledger_row_puts_it_back_to_pending(
     session: Any, client: httpx.Client
 ) -> None:
@@ -422,6 +442,7 @@ def test_triggering_a_task_sends_it_to_the_worker_and_records_who(
     )
 
 
+@pytest.mark.broker_independent
 def test_an_unknown_trigger_is_refused_on_the_page(session: Any, client: httpx.Client) -> None:
     make_admin(session, "ada")
     sign_in(client, "ada")
