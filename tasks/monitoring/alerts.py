@@ -244,6 +244,10 @@ def payload(incident: AlertIncident, state: str) -> dict[str, Any]:
     }
 
 
+# Notices of an incident that ended longer ago than this are not posted late.
+NOTICE_HORIZON = dt.timedelta(hours=24)
+
+
 def _post(url: str, body: dict[str, Any]) -> bool:
     try:
         httpx.post(url, json=body, timeout=WEBHOOK_TIMEOUT_SECONDS).raise_for_status()
@@ -259,7 +263,13 @@ def _post(url: str, body: dict[str, Any]) -> bool:
 
 
 def notify(session: Session, now: dt.datetime, settings: Settings) -> list[dict[str, Any]]:
-    """Post the notices the webhook has not taken yet, oldest first; the ones it took."""
+    """Post the notices the webhook has not taken yet, oldest first; the ones it took.
+
+    The first refusal ends the round: the rest wait for the next check, so notices arrive
+    in order and a webhook that is down costs one timeout a minute, not one per notice.
+    An incident over for longer than ``NOTICE_HORIZON`` is not posted late (a webhook
+    configured, or back, after days would otherwise replay old news); it stays on record.
+    """
     url = settings.alert_webhook_url
     if not url:
         return []
@@ -270,23 +280,23 @@ def notify(session: Session, now: dt.datetime, settings: Settings) -> list[dict[
             | (
                 AlertIncident.resolved_at.is_not(None)
                 & AlertIncident.notified_resolved_at.is_(None)
-            )
+            ),
+            AlertIncident.resolved_at.is_(None)
+            | (AlertIncident.resolved_at > now - NOTICE_HORIZON),
         )
         .order_by(AlertIncident.opened_at, AlertIncident.id)
     )
     sent = []
     for incident in pending:
-        if incident.notified_open_at is None:
-            body = payload(incident, "firing")
-            if not _post(url, body):
-                continue
-            incident.notified_open_at = now
-            sent.append(body)
+        notices = [("firing", "notified_open_at")] if incident.notified_open_at is None else []
         if incident.resolved_at is not None:
-            body = payload(incident, "resolved")
+            notices.append(("resolved", "notified_resolved_at"))
+        for state, column in notices:
+            body = payload(incident, state)
             if not _post(url, body):
-                continue
-            incident.notified_resolved_at = now
+                session.flush()
+                return sent
+            setattr(incident, column, now)
             sent.append(body)
     session.flush()
     return sent

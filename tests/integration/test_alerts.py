@@ -316,6 +316,41 @@ def test_an_incident_opened_and_resolved_while_the_webhook_was_down_is_posted_in
     assert sent(webhook) == [("ledger_stuck", "firing"), ("ledger_stuck", "resolved")]
 
 
+def _incident(
+    session: Session, alert: str, opened: dt.datetime, resolved: dt.datetime | None
+) -> None:
+    session.add(AlertIncident(alert=alert, opened_at=opened, resolved_at=resolved, summary=alert))
+    session.flush()
+
+
+@pytest.mark.broker_independent
+def test_a_refused_notice_ends_the_round_so_later_ones_wait_their_turn(
+    session: Session, redis_client: redis.Redis, webhook: Webhook, settings: Settings
+) -> None:
+    _incident(session, "first", NOW - 3 * MINUTE, None)
+    _incident(session, "second", NOW - 2 * MINUTE, None)
+    webhook.status = 500
+
+    check_alerts(session, redis_client, NOW, settings)
+
+    assert webhook.refused == 1  # "second" was not tried behind the refused "first"
+    webhook.status = 204
+    check_alerts(session, redis_client, NOW + MINUTE, settings)
+    assert sent(webhook) == [("first", "firing"), ("second", "firing")]
+
+
+@pytest.mark.broker_independent
+def test_an_incident_over_for_more_than_a_day_is_not_posted_late(
+    session: Session, redis_client: redis.Redis, webhook: Webhook, settings: Settings
+) -> None:
+    _incident(session, "old news", NOW - 3 * dt.timedelta(days=1), NOW - 2 * dt.timedelta(days=1))
+    _incident(session, "recent", NOW - 3 * dt.timedelta(hours=1), NOW - dt.timedelta(hours=1))
+
+    check_alerts(session, redis_client, NOW, settings)
+
+    assert sent(webhook) == [("recent", "firing"), ("recent", "resolved")]
+
+
 # -- the task, its queue and its schedule --------------------------------------------------
 
 
