@@ -286,7 +286,7 @@ def notify(session: Session, now: dt.datetime, settings: Settings) -> list[dict[
         )
         .order_by(AlertIncident.opened_at, AlertIncident.id)
     )
-    sent = []
+    sent: list[dict[str, Any]] = []
     for incident in pending:
         notices = [("firing", "notified_open_at")] if incident.notified_open_at is None else []
         if incident.resolved_at is not None:
