@@ -37,6 +37,9 @@ from tests.enrichment_support import (
 )
 from worker.settings import Settings
 
+# Nothing here goes through the broker: CI's RabbitMQ pass leaves it out.
+pytestmark = pytest.mark.broker_independent
+
 
 @pytest.fixture
 def standin() -> Iterator[SpotifyStandIn]:

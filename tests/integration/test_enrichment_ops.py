@@ -78,6 +78,7 @@ def set_statuses(session: Session, user_id: int, **counts: int) -> None:
 
 @pytest.mark.committed
 @pytest.mark.usefixtures("with_token_key")
+@pytest.mark.broker_independent
 def test_spotify_connect_stores_the_refresh_token_encrypted(session: Session) -> None:
     user_id = new_user(session)
     session.commit()
@@ -92,6 +93,7 @@ def test_spotify_connect_stores_the_refresh_token_encrypted(session: Session) ->
     assert token.revoked_at is None
 
 
+@pytest.mark.broker_independent
 def test_spotify_connect_without_a_key_says_how_to_make_one(session: Session) -> None:
     user_id = new_user(session)
     session.commit()
@@ -104,6 +106,7 @@ def test_spotify_connect_without_a_key_says_how_to_make_one(session: Session) ->
 
 
 @pytest.mark.usefixtures("with_token_key")
+@pytest.mark.broker_independent
 def test_spotify_connect_for_an_unknown_user_fails_in_one_line() -> None:
     outcome = CliRunner().invoke(main, ["spotify", "connect", "999999"], input="rt\n")
 
@@ -113,6 +116,7 @@ def test_spotify_connect_for_an_unknown_user_fails_in_one_line() -> None:
 
 @pytest.mark.committed
 @pytest.mark.usefixtures("with_token_key")
+@pytest.mark.broker_independent
 def test_spotify_disconnect_revokes_the_connection_and_wipes_its_tokens(
     session: Session,
 ) -> None:
@@ -134,6 +138,7 @@ def test_spotify_disconnect_revokes_the_connection_and_wipes_its_tokens(
 
 @pytest.mark.committed
 @pytest.mark.usefixtures("with_token_key")
+@pytest.mark.broker_independent
 def test_connecting_again_after_a_revocation_starts_a_new_connection(session: Session) -> None:
     user_id = new_user(session)
     session.commit()
@@ -151,6 +156,7 @@ def test_connecting_again_after_a_revocation_starts_a_new_connection(session: Se
 # -- progress and status ---------------------------------------------------------------------
 
 
+@pytest.mark.broker_independent
 def test_progress_counts_listens_by_status_overall_and_per_user(session: Session) -> None:
     alice, bob = new_user(session), new_user(session)
     set_statuses(session, alice, matched=6, not_found=1, failed=1, pending=2)
@@ -174,6 +180,7 @@ def test_progress_counts_listens_by_status_overall_and_per_user(session: Session
 
 
 @pytest.mark.committed
+@pytest.mark.broker_independent
 def test_status_shows_enrichment_progress_and_a_spotify_pause(session: Session) -> None:
     alice = new_user(session)
     set_statuses(session, alice, matched=3, pending=1)
@@ -200,6 +207,7 @@ def stalled_backlog(session: Session) -> None:
     set_statuses(session, alice, matched=1, pending=5)  # the match was enriched at NOW
 
 
+@pytest.mark.broker_independent
 def test_a_backlog_without_progress_for_two_hours_is_a_stall(session: Session) -> None:
     stalled_backlog(session)
 
@@ -211,6 +219,7 @@ def test_a_backlog_without_progress_for_two_hours_is_a_stall(session: Session) -
     assert "none enriched for 2.0 h" in stall.message(NOW + dt.timedelta(hours=2, minutes=1))
 
 
+@pytest.mark.broker_independent
 def test_recent_progress_is_no_stall(session: Session) -> None:
     stalled_backlog(session)
 
@@ -219,6 +228,7 @@ def test_recent_progress_is_no_stall(session: Session) -> None:
     )
 
 
+@pytest.mark.broker_independent
 def test_a_backlog_of_users_without_a_live_connection_is_no_stall(session: Session) -> None:
     alice = new_user(session)  # never connected to Spotify: nothing could be enriched
     set_statuses(session, alice, matched=1, pending=5)
@@ -229,6 +239,7 @@ def test_a_backlog_of_users_without_a_live_connection_is_no_stall(session: Sessi
 # -- the chain and the upload trigger ---------------------------------------------------------
 
 
+@pytest.mark.broker_independent
 def test_the_baton_admits_one_chain_and_passes_to_its_successor(
     redis_client: redis.Redis,
 ) -> None:
@@ -244,6 +255,7 @@ def test_the_baton_admits_one_chain_and_passes_to_its_successor(
 
 
 @pytest.mark.usefixtures("with_spotify_app")
+@pytest.mark.broker_independent
 def test_enrich_pending_steps_aside_while_another_chain_holds_the_baton(
     redis_client: redis.Redis,
 ) -> None:
@@ -255,6 +267,7 @@ def test_enrich_pending_steps_aside_while_another_chain_holds_the_baton(
 
 
 @pytest.mark.committed
+@pytest.mark.broker_independent
 def test_without_a_spotify_app_enrichment_is_skipped_saying_why(session: Session) -> None:
     upload_id = upload(session, new_user(session))
     session.commit()
@@ -287,6 +300,7 @@ def test_a_completed_upload_is_published_once(session: Session, app: Any) -> Non
     assert queued == {done: True, busy: False}
 
 
+@pytest.mark.broker_independent
 def test_enrichment_without_spotify_credentials_fails_saying_which(
     redis_client: redis.Redis,
 ) -> None:
@@ -299,6 +313,7 @@ def test_enrichment_without_spotify_credentials_fails_saying_which(
         SpotifyCatalog(unset, redis_client)
 
 
+@pytest.mark.broker_independent
 def test_an_unknown_upload_fails_at_once_naming_it() -> None:
     from tasks.enrichment.scheduling import UnknownUploadError
 

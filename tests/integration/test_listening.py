@@ -59,6 +59,7 @@ def listener(session: Any) -> dict[str, Any]:
     return data
 
 
+@pytest.mark.broker_independent
 def test_all_time_totals_minutes_distinct_counts_and_first_and_last_play(
     session: Any, listener: dict[str, Any]
 ) -> None:
@@ -78,6 +79,7 @@ def test_all_time_totals_minutes_distinct_counts_and_first_and_last_play(
     assert (stats.first_played_at, stats.last_played_at) == (NOW - 3 * DAY, NOW - HOUR)
 
 
+@pytest.mark.broker_independent
 def test_listening_by_hour_of_day(session: Any, listener: dict[str, Any]) -> None:
     at_nine = dt.datetime(2026, 11, 20, 9, 15, tzinfo=dt.UTC)
     f.plays(
@@ -91,6 +93,7 @@ def test_listening_by_hour_of_day(session: Any, listener: dict[str, Any]) -> Non
     assert hours[9] == 2 and hours[21] == 1 and sum(hours) == 3
 
 
+@pytest.mark.broker_independent
 def test_plays_of_the_last_7_and_30_days_count_up_to_their_exact_boundaries(
     session: Any, listener: dict[str, Any]
 ) -> None:
@@ -112,6 +115,7 @@ def test_plays_of_the_last_7_and_30_days_count_up_to_their_exact_boundaries(
     assert (stats.plays_last_7d, stats.plays_last_30d, stats.total_plays) == (1, 3, 4)
 
 
+@pytest.mark.broker_independent
 def test_top_artists_genres_and_tracks_of_the_last_30_days_with_counts(
     session: Any, listener: dict[str, Any]
 ) -> None:
@@ -139,6 +143,7 @@ def test_top_artists_genres_and_tracks_of_the_last_30_days_with_counts(
     assert stats.top_genres == [{"genre": "jazz", "plays": 3}, {"genre": "rock", "plays": 3}]
 
 
+@pytest.mark.broker_independent
 def test_a_second_run_changes_nothing(session: Any, listener: dict[str, Any]) -> None:
     f.plays(session, listener["user"], listener["rock1"], NOW - DAY, NOW - 40 * DAY)
     session.commit()
@@ -158,6 +163,7 @@ def test_a_second_run_changes_nothing(session: Any, listener: dict[str, Any]) ->
     assert report.users_folded == 0
 
 
+@pytest.mark.broker_independent
 def test_a_late_play_is_counted_exactly_once(session: Any, listener: dict[str, Any]) -> None:
     user = listener["user"]
     f.plays(session, user, listener["rock1"], NOW - HOUR)
@@ -176,6 +182,7 @@ def test_a_late_play_is_counted_exactly_once(session: Any, listener: dict[str, A
     assert stats.first_played_at == NOW - 20 * DAY
 
 
+@pytest.mark.broker_independent
 def test_a_play_whose_transaction_commits_after_a_run_is_not_lost(
     session: Any, listener: dict[str, Any]
 ) -> None:
@@ -199,6 +206,7 @@ def test_a_play_whose_transaction_commits_after_a_run_is_not_lost(
     assert stats.total_plays == 2
 
 
+@pytest.mark.broker_independent
 def test_a_second_run_at_the_same_time_returns_at_once_saying_so(
     listener: dict[str, Any],
 ) -> None:
@@ -210,6 +218,7 @@ def test_a_second_run_at_the_same_time_returns_at_once_saying_so(
     assert report == AggregationReport("skipped", reason="another listening.aggregate is running")
 
 
+@pytest.mark.broker_independent
 def test_windowed_figures_expire_for_a_user_with_no_new_plays(
     session: Any, listener: dict[str, Any]
 ) -> None:
@@ -229,12 +238,14 @@ def test_windowed_figures_expire_for_a_user_with_no_new_plays(
     assert stats.total_plays == 1
 
 
+@pytest.mark.broker_independent
 def test_a_user_with_no_plays_gets_no_stats_row(session: Any, listener: dict[str, Any]) -> None:
     aggregate()
 
     assert stats_of(session, listener["user"].id) is None
 
 
+@pytest.mark.broker_independent
 def test_deleting_a_track_takes_its_plays_out_of_the_stats(
     session: Any, listener: dict[str, Any]
 ) -> None:
@@ -255,6 +266,7 @@ def test_deleting_a_track_takes_its_plays_out_of_the_stats(
     assert (stats.plays_last_7d, [t["title"] for t in stats.top_tracks]) == (1, ["Rock One"])
 
 
+@pytest.mark.broker_independent
 def test_aggregate_user_rebuilds_one_user_from_their_whole_history(
     session: Any, listener: dict[str, Any]
 ) -> None:
@@ -273,6 +285,7 @@ def test_aggregate_user_rebuilds_one_user_from_their_whole_history(
     assert (stats.total_plays, stats.unique_tracks, stats.plays_last_30d) == (2, 1, 1)
 
 
+@pytest.mark.broker_independent
 def test_aggregate_user_of_an_unknown_user_is_a_permanent_error() -> None:
     with pytest.raises(PermanentError, match="no user with id 424242"), session_scope() as run:
         aggregate_user(run, 424242, NOW)

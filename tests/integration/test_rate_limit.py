@@ -18,6 +18,9 @@ from worker.rate_limit import (
     SharedRateLimiter,
 )
 
+# Nothing here goes through the broker: CI's RabbitMQ pass leaves it out.
+pytestmark = pytest.mark.broker_independent
+
 MakeLimiter = Callable[[int, float], SharedRateLimiter]
 
 

@@ -11,6 +11,9 @@ from sqlalchemy import create_engine, inspect
 
 from db.migrate import SchemaBehindError, alembic_config, ensure_current, upgrade
 
+# Nothing here goes through the broker: CI's RabbitMQ pass leaves it out.
+pytestmark = pytest.mark.broker_independent
+
 CONTRACT_TABLES = {
     "users",
     "artists",

@@ -21,6 +21,9 @@ from sqlalchemy.engine import make_url
 
 from db.migrate import upgrade
 
+# Nothing here goes through the broker: CI's RabbitMQ pass leaves it out.
+pytestmark = pytest.mark.broker_independent
+
 SNAPSHOT = Path(__file__).resolve().parents[1] / "schema_snapshot.txt"
 SNAPSHOT_HINT = (
     "If this schema change is deliberate, regenerate the snapshot and review its diff: "

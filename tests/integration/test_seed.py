@@ -21,6 +21,9 @@ from sqlalchemy.engine import make_url
 from db.migrate import upgrade
 from db.seed import SeedReport, SeedSpec, seed_url
 
+# Nothing here goes through the broker: CI's RabbitMQ pass leaves it out.
+pytestmark = pytest.mark.broker_independent
+
 SERVER_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

@@ -44,6 +44,7 @@ def catalogue(session: Any) -> dict[str, Any]:
     return data
 
 
+@pytest.mark.broker_independent
 def test_counts_and_listeners_up_to_the_exact_24_hour_and_7_day_boundaries(
     session: Any, catalogue: dict[str, Any]
 ) -> None:
@@ -62,6 +63,7 @@ def test_counts_and_listeners_up_to_the_exact_24_hour_and_7_day_boundaries(
     assert (row.rank, row.calculated_at) == (1, NOW)
 
 
+@pytest.mark.broker_independent
 def test_unique_listeners_count_people_not_plays(session: Any, catalogue: dict[str, Any]) -> None:
     ann, bob = catalogue["users"][:2]
     f.plays(session, ann, catalogue["a"], NOW - HOUR, NOW - 2 * HOUR, NOW - 3 * HOUR)
@@ -74,6 +76,7 @@ def test_unique_listeners_count_people_not_plays(session: Any, catalogue: dict[s
     assert (row.play_count_7d, row.unique_listeners_7d, row.unique_listeners_24h) == (4, 2, 1)
 
 
+@pytest.mark.broker_independent
 def test_with_equal_7_day_counts_more_recent_plays_rank_higher(
     session: Any, catalogue: dict[str, Any]
 ) -> None:
@@ -87,6 +90,7 @@ def test_with_equal_7_day_counts_more_recent_plays_rank_higher(
     assert [row.track_id for row in trending(session)] == [catalogue["b"].id, catalogue["a"].id]
 
 
+@pytest.mark.broker_independent
 def test_many_listeners_beat_one_listeners_repeats(session: Any, catalogue: dict[str, Any]) -> None:
     fan, *others = catalogue["users"]
     f.plays(
@@ -106,6 +110,7 @@ def test_many_listeners_beat_one_listeners_repeats(session: Any, catalogue: dict
     assert rows[1].play_count_24h == 100  # the counts stay honest; only the score is capped
 
 
+@pytest.mark.broker_independent
 def test_a_track_with_no_plays_in_7_days_is_absent(session: Any, catalogue: dict[str, Any]) -> None:
     ann = catalogue["users"][0]
     f.plays(session, ann, catalogue["a"], NOW - HOUR)
@@ -117,6 +122,7 @@ def test_a_track_with_no_plays_in_7_days_is_absent(session: Any, catalogue: dict
     assert [row.track_id for row in trending(session)] == [catalogue["a"].id]
 
 
+@pytest.mark.broker_independent
 def test_only_the_top_n_are_kept_ranked_from_one(session: Any, catalogue: dict[str, Any]) -> None:
     users = catalogue["users"]
     for count, name in ((3, "a"), (2, "b"), (1, "c")):
@@ -133,6 +139,7 @@ def test_only_the_top_n_are_kept_ranked_from_one(session: Any, catalogue: dict[s
     ]
 
 
+@pytest.mark.broker_independent
 def test_readers_see_the_previous_result_until_the_new_one_commits(
     session: Any, catalogue: dict[str, Any]
 ) -> None:
@@ -152,6 +159,7 @@ def test_readers_see_the_previous_result_until_the_new_one_commits(
     assert [row.track_id for row in trending(session)] == [catalogue["b"].id, catalogue["a"].id]
 
 
+@pytest.mark.broker_independent
 def test_a_deleted_tracks_plays_no_longer_count(session: Any, catalogue: dict[str, Any]) -> None:
     ann = catalogue["users"][0]
     f.plays(session, ann, catalogue["a"], NOW - HOUR)

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import psutil
+import pytest
 
 from tests.support import wait_for, wait_for_stack
 from worker.embedded import free_port
@@ -52,6 +53,7 @@ def test_up_runs_a_worker_per_queue_beat_the_console_and_flower_and_ctrl_c_stops
             up.kill()
 
 
+@pytest.mark.broker_independent  # the summary; the stack on each broker is the test above
 def test_up_prints_a_summary_with_each_process_ready_and_where_to_look_and_serves_the_console(
     app: Any, tmp_path: Path
 ) -> None:
@@ -129,6 +131,7 @@ def _processes_in(directory: Path) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.broker_independent  # embedded services of its own
 def test_ctrl_c_with_output_piped_to_a_reader_that_dies_first_still_stops_the_services(
     tmp_path: Path,
 ) -> None:
