@@ -19,42 +19,8 @@ from worker.embedded import free_port
 from worker.queues import QUEUE_NAMES
 
 
-def test_up_runs_a_worker_per_queue_beat_the_console_and_flower_and_ctrl_c_stops_them_all(
-    app: Any, tmp_path: Path
-) -> None:
-    env = {
-        **os.environ,
-        "DATA_DIR": str(tmp_path),
-        "FLOWER_PORT": str(free_port()),
-        "API_PORT": str(free_port()),
-    }
-    log = tmp_path / "up.log"
-    with log.open("w") as out:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "up"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for_stack(app, log)
-        # Beat is up: it reconciled the defaults into the live schedule and leads.
-        wait_for(_beat_leads, timeout=30)
-        children = psutil.Process(up.pid).children(recursive=True)
-        # Workers, beat, the console, Flower (and the workers' pool children).
-        assert len(children) >= len(QUEUE_NAMES) + 3
-
-        up.send_signal(signal.SIGINT)
-        assert up.wait(timeout=120) == 0, log.read_text()[-3000:]
-        time.sleep(0.5)
-        assert [c.pid for c in children if c.is_running() and c.status() != "zombie"] == []
-    finally:
-        if up.poll() is None:
-            up.kill()
-
-
-@pytest.mark.broker_independent  # the summary; the stack on each broker is the test above
-def test_up_prints_a_summary_with_each_process_ready_and_where_to_look_and_serves_the_console(
+# One stack for both behaviours, the summary and the stop: each start costs about 20 s.
+def test_up_reports_each_process_ready_serves_the_console_and_ctrl_c_stops_them_all(
     app: Any, tmp_path: Path
 ) -> None:
     api_port, flower_port = free_port(), free_port()
@@ -67,10 +33,13 @@ def test_up_prints_a_summary_with_each_process_ready_and_where_to_look_and_serve
     printed = tmp_path / "up.out"
     with printed.open("w") as out:
         up = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "up"], env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "worker.cli", "up"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
-        wait_for(lambda: "Ctrl-C stops everything" in printed.read_text(), timeout=120)
+        wait_for_stack(app, printed)
         summary = printed.read_text().splitlines()
         assert "services (configured):" in summary
         ready = {line.split()[0] for line in summary if " ready (" in line}
@@ -87,10 +56,19 @@ def test_up_prints_a_summary_with_each_process_ready_and_where_to_look_and_serve
         # No Celery banner on the terminal: every process's output is in its own log.
         assert "[config]" not in printed.read_text()
         assert "celery beat" in (tmp_path / "logs" / "beat.log").read_text()
+        # Beat is up: it reconciled the defaults into the live schedule and leads.
+        wait_for(_beat_leads, timeout=30)
+        children = psutil.Process(up.pid).children(recursive=True)
+        # Workers, beat, the console, Flower (and the workers' pool children).
+        assert len(children) >= len(QUEUE_NAMES) + 3
+
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=120) == 0, printed.read_text()[-3000:]
+        time.sleep(0.5)
+        assert [c.pid for c in children if c.is_running() and c.status() != "zombie"] == []
     finally:
         if up.poll() is None:
-            up.send_signal(signal.SIGINT)
-            up.wait(timeout=120)
+            up.kill()
 
 
 def _beat_leads() -> bool:
