@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from db.models import ScheduleEntry
 from db.queries import queries
 from worker.schedules.store import timing_of
-from worker.schedules.timing import slots_between
+from worker.schedules.timing import latest_slot
 
 SQL = queries("tasks.monitoring", "monitoring")
 
@@ -113,8 +113,7 @@ def schedule_health(
             timing = timing_of(
                 ScheduleEntry(cron=row.cron, every_seconds=row.every_seconds, timezone=row.timezone)
             )
-            slots = slots_between(timing, since, now - grace, limit=1)
-            due = slots[-1] if slots else row.last_slot
+            due = latest_slot(timing, since, now - grace) or row.last_slot
         health.append(
             EntryHealth(
                 entry=row.name,

@@ -4,6 +4,7 @@ the epoch's grid, and which slots a pass fires under each missed-run policy."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,6 +13,7 @@ from worker.schedules.timing import (
     ScheduleError,
     Timing,
     due_slots,
+    latest_slot,
     next_slot,
     slots_between,
 )
@@ -121,3 +123,48 @@ def test_nothing_is_due_before_the_entry_began() -> None:
 def test_a_timing_that_cannot_be_used_says_why(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ScheduleError, match=message):
         Timing(**kwargs)  # type: ignore[arg-type]
+
+
+def dst_changes(zone: str, year: int) -> list[dt.datetime]:
+    """The instants (to the hour) at which ``zone``'s UTC offset changes in ``year``."""
+    tz = ZoneInfo(zone)
+    start = dt.datetime(year, 1, 1, tzinfo=dt.UTC)
+    hours = [start + dt.timedelta(hours=h) for h in range(8760)]
+    return [
+        b
+        for a, b in itertools.pairwise(hours)
+        if a.astimezone(tz).utcoffset() != b.astimezone(tz).utcoffset()
+    ]
+
+
+# Not Australia/Lord_Howe, whose clocks move by 30 minutes: there cronsim's forward walk
+# itself skips a slot (0 */6 on 5 April 2026 goes from 00:00 to 12:00), a known gap.
+ZONES = ["Europe/Berlin", "America/New_York"]
+
+
+@pytest.mark.parametrize("zone", ZONES)
+@pytest.mark.parametrize(
+    "cron", ["* * * * *", "30 2 * * *", "0 3 * * *", "*/15 1-3 * * *", "0 */6 * * *"]
+)
+def test_the_latest_slot_is_the_one_walking_every_slot_ends_with_across_dst(
+    zone: str, cron: str
+) -> None:
+    timing = Timing(cron=cron, timezone=zone)
+    # A minutely entry's window is kept short only so the walk it is checked against is.
+    window = dt.timedelta(hours=3 if cron.startswith("* ") else 30)
+    checked = 0
+    for change in dst_changes(zone, 2026):
+        for step in range(-36, 37):  # a day either side, every 20 minutes
+            until = change + dt.timedelta(minutes=20 * step)
+            walked = slots_between(timing, until - window, until, limit=1)
+            assert latest_slot(timing, until - window, until) == (walked[-1] if walked else None)
+            checked += 1
+    assert checked == 2 * 73
+
+
+def test_the_latest_slot_of_an_empty_window_is_none() -> None:
+    daily = Timing(cron="0 3 * * *", timezone="UTC")
+    noon = dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC)
+
+    assert latest_slot(daily, noon - dt.timedelta(hours=14), noon) == noon.replace(hour=3)
+    assert latest_slot(daily, noon.replace(hour=3), noon) is None

@@ -116,6 +116,34 @@ def slots_between(
     return slots
 
 
+# A daylight-saving change moves a wall time by at most this much (2 h in a few zones).
+DST_SHIFT_BOUND = dt.timedelta(hours=3)
+
+
+def latest_slot(timing: Timing, after: dt.datetime, until: dt.datetime) -> dt.datetime | None:
+    """The newest slot in ``(after, until]`` (None if none), the one ``slots_between`` ends
+    with, without walking every slot since ``after``: a minutely entry a week behind would
+    be ten thousand steps. cronsim steps back from ``until`` to a candidate; the exact
+    answer is then walked forward from a bound before it that no DST shift can cross."""
+    if timing.every_seconds is not None:
+        slots = slots_between(timing, after, until, limit=1)
+        return slots[-1] if slots else None
+    assert timing.cron is not None
+    zone = ZoneInfo(timing.timezone)
+    start = _utc(after)
+    back = CronSim(timing.cron, _utc(until).astimezone(zone), reverse=True)
+    candidate = next(back, None)
+    if candidate is not None:
+        bound = _utc(candidate) - DST_SHIFT_BOUND
+        same_offset = bound.astimezone(zone).utcoffset() == _utc(until).astimezone(zone).utcoffset()
+        # No clock change near: the candidate is the slot (walked from just before it).
+        # Otherwise walk from the bound, which no DST shift can cross.
+        floor = _utc(candidate) - dt.timedelta(microseconds=1) if same_offset else bound
+        start = max(start, floor)
+    slots = slots_between(timing, start, until, limit=1)
+    return slots[-1] if slots else None
+
+
 def due_slots(
     timing: Timing,
     policy: MissedPolicy,
