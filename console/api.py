@@ -393,6 +393,13 @@ def schedule_history(
 Limit = Annotated[int, Query(ge=1, le=500)]
 
 
+def _newest_first(model: Any, limit: int, before: int | None, *where: Any) -> Any:
+    """A page of ``model``'s rows, newest id first, below ``before`` when given."""
+    if before is not None:
+        where = (*where, model.id < before)
+    return select(model).where(*where).order_by(model.id.desc()).limit(limit)
+
+
 def _page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
     return {"items": items, "next_before": items[-1]["id"] if len(items) == limit else None}
 
@@ -409,13 +416,11 @@ def runs(
     limit: Limit = 50,
     before: int | None = None,
 ) -> dict[str, Any]:
-    query = select(TaskRun).order_by(TaskRun.id.desc()).limit(limit)
-    if task is not None:
-        query = query.where(TaskRun.task_name == task)
-    if run_status is not None:
-        query = query.where(TaskRun.status == run_status)
-    if before is not None:
-        query = query.where(TaskRun.id < before)
+    where = [
+        *([TaskRun.task_name == task] if task is not None else []),
+        *([TaskRun.status == run_status] if run_status is not None else []),
+    ]
+    query = _newest_first(TaskRun, limit, before, *where)
     with session_scope() as session:
         items = [
             {
@@ -439,9 +444,7 @@ def runs(
 
 @router.get("/dead-letters", summary="Messages no worker could run, newest first")
 def dead_letters(_: Reader, limit: Limit = 50, before: int | None = None) -> dict[str, Any]:
-    query = select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit)
-    if before is not None:
-        query = query.where(DeadLetter.id < before)
+    query = _newest_first(DeadLetter, limit, before)
     with session_scope() as session:
         items = [
             {
@@ -474,9 +477,7 @@ def retry_row(kind: str, row_id: int, request: Request, who: Admin) -> dict[str,
 
 @router.get("/audit", summary="The audit log, newest first (admin)")
 def audit_log(_: Admin, limit: Limit = 50, before: int | None = None) -> dict[str, Any]:
-    query = select(AdminAudit).order_by(AdminAudit.id.desc()).limit(limit)
-    if before is not None:
-        query = query.where(AdminAudit.id < before)
+    query = _newest_first(AdminAudit, limit, before)
     with session_scope() as session:
         items = [
             {
