@@ -42,9 +42,11 @@ class Throttle:
     def failed(self, address: str | None, name: str | None = None) -> None:
         pipe = self.client.pipeline()
         for key in self._keys(address, name):
+            # The window starts at the first failure: SET NX creates the key with its expiry
+            # and leaves a running window alone (EXPIRE NX would need Redis 7; the embedded
+            # Redis is 6.2). The pipeline is one MULTI, so the key never lacks its expiry.
+            pipe.set(key, 0, ex=self.window_seconds, nx=True)
             pipe.incr(key)
-            # The window starts at the first failure: NX leaves a running window alone.
-            pipe.expire(key, self.window_seconds, nx=True)
         pipe.execute()
 
     def succeeded(self, name: str) -> None:
