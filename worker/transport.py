@@ -17,6 +17,7 @@ import binascii
 import uuid
 from typing import Any
 
+import redis.exceptions
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import loads
 
@@ -124,6 +125,14 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         # here, twice per message in the worker and once per send. A client holds no
         # connection of its own (each command checks one out of the pool), so one per
         # pool does for all of them. The asynchronous (BRPOP) client is kombu's own.
+        if self.connection.client is None:
+            # The broker connection was closed under this channel (Redis went away and the
+            # consumer is tearing down to reconnect) while kombu still restores or acks
+            # through it. kombu would build a new pool from the closed connection's
+            # parameters and fail with AttributeError, which nothing expects: the worker
+            # died with "Unrecoverable error" (once in ten Redis restarts here). A
+            # connection error is what the teardown ignores, and the worker reconnects.
+            raise redis.exceptions.ConnectionError("the broker connection is closed")
         if asynchronous:
             return super()._create_client(asynchronous=True)
         client = self._shared_client

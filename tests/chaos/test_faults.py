@@ -31,11 +31,16 @@ def fresh(stack: chaos.Stack) -> Iterator[chaos.Stack]:
     stack.stop_workers()
 
 
-def assert_ledger_whole(result: chaos.Result) -> None:
+def assert_ledger_whole(result: chaos.Result, stack: chaos.Stack) -> None:
     counts = result.counts
     assert (counts["lost"], counts["failed"], counts["applied twice"]) == (0, 0, 0), counts
     assert counts["completed"] == counts["rows"]
-    assert result.workers_alive
+    # A dead worker's last words are the only clue CI keeps once the stack is torn down.
+    assert result.workers_alive, "\n\n".join(
+        f"{w.hostname} exited {w.process.poll() if w.process else None}:\n{w.tail(40000)}"
+        for w in stack.workers
+        if not w.alive
+    )
 
 
 def test_workers_killed_whole_or_by_child_lose_no_row_and_apply_none_twice(
@@ -43,7 +48,7 @@ def test_workers_killed_whole_or_by_child_lose_no_row_and_apply_none_twice(
 ) -> None:
     result = chaos.scenario_kill(fresh, total=400, window=1.0, settle_timeout=SETTLE)
 
-    assert_ledger_whole(result)
+    assert_ledger_whole(result, fresh)
     # What a killed worker held came back one lease after it died, not hours later.
     if result.in_flight_done_after is not None:
         assert result.in_flight_done_after < LEASE + 60
@@ -59,7 +64,7 @@ def test_redis_restarted_empty_loses_no_ledger_row_and_records_the_reset(
 ) -> None:
     result = chaos.scenario_redis(fresh, total=400, window=1.0, settle_timeout=SETTLE)
 
-    assert_ledger_whole(result)
+    assert_ledger_whole(result, fresh)
     # One reset when the workers first met this Redis, one after the restart.
     assert result.counts["broker resets recorded"] == 2
     assert (
@@ -75,7 +80,7 @@ def test_postgres_stopped_mid_run_loses_no_row_and_applies_none_twice(
         fresh, total=400, window=1.0, outage=8.0, settle_timeout=SETTLE
     )
 
-    assert_ledger_whole(result)
+    assert_ledger_whole(result, fresh)
     assert result.resumed_after is not None
 
 
@@ -110,7 +115,7 @@ def test_a_host_cut_off_and_back_loses_nothing_doubles_nothing_and_keeps_spotify
         hosts, total=1500, window=1.0, cut=cut, settle_timeout=SETTLE, calls=40
     )
 
-    assert_ledger_whole(result)
+    assert_ledger_whole(result, fresh)
     counts = result.counts
     # Its rows were done by the others while it was away, and it worked again once back.
     if counts["rows the cut host held"]:
