@@ -189,9 +189,10 @@ def hold_uploads(engine: Engine) -> None:
 
 def connect_users(engine: Engine, standin: SpotifyStandIn, token_key: str) -> int:
     """A live connection for every user with listens, as the OAuth callback stores it."""
-    from tasks.enrichment.accounts import TokenCipher, connect
+    from tasks.enrichment.accounts import connect
+    from worker.secrets import SecretCipher
 
-    cipher = TokenCipher(token_key)
+    cipher = SecretCipher(token_key)
     with Session(engine) as session, session.begin():
         users = list(session.scalars(text("SELECT DISTINCT user_id FROM listens ORDER BY 1")))
         for user_id in users:
@@ -540,7 +541,7 @@ def measure(options: Options, server: str, redis_url: str, keep: bool) -> dict[s
     import redis
 
     from db.migrate import upgrade
-    from tasks.enrichment.accounts import new_key
+    from worker.secrets import new_key
 
     token_key = new_key()
     with ExitStack() as stack:

@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from db.models import Listen, UploadJob, User
 from standins.spotify import SpotifyStandIn, StandInAlbum, StandInArtist, StandInTrack
-from tasks.enrichment.accounts import TokenCipher, connect
+from tasks.enrichment.accounts import connect
+from worker.secrets import SecretCipher
 from worker.settings import Settings, get_settings
 
 TOKEN_KEY = "hZ3Yq0b2m0v7b6N1yT6m9pQm3x0Vw1s5kq3r8c2dJfE="
@@ -68,8 +69,8 @@ def spotify_settings(standin: SpotifyStandIn, **overrides: object) -> Settings:
     return get_settings().model_copy(update=values)
 
 
-def cipher() -> TokenCipher:
-    return TokenCipher(TOKEN_KEY)
+def cipher() -> SecretCipher:
+    return SecretCipher(TOKEN_KEY)
 
 
 def new_user(session: Session) -> int:

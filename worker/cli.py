@@ -826,7 +826,8 @@ def spotify() -> None:
 def spotify_connect(user_id: int) -> None:
     """Store USER_ID's Spotify refresh token, read from standard input."""
     from db.session import session_scope
-    from tasks.enrichment.accounts import TokenCipher, connect
+    from tasks.enrichment.accounts import connect
+    from worker.secrets import SecretCipher
 
     refresh_token = sys.stdin.readline().strip()
     if not refresh_token:
@@ -835,7 +836,7 @@ def spotify_connect(user_id: int) -> None:
     with session_scope() as session:
         connect(
             session,
-            TokenCipher.from_settings(settings),
+            SecretCipher.from_settings(settings),
             user_id,
             refresh_token,
             dt.datetime.now(dt.UTC),
@@ -860,7 +861,7 @@ def spotify_disconnect(user_id: int) -> None:
 @spotify.command("new-key")
 def spotify_new_key() -> None:
     """Print a new TOKEN_ENCRYPTION_KEY (prepend it to the old ones to rotate)."""
-    from tasks.enrichment.accounts import new_key
+    from worker.secrets import new_key
 
     click.echo(new_key())
 

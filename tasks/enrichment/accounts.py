@@ -8,9 +8,7 @@ the refresh token reached its six-month end), and the connection is revoked at o
 tokens wiped, with no retry. Any other refresh failure (5xx, network) leaves the
 connection as it is for the next run.
 
-Tokens are encrypted with Fernet (authenticated, so a tampered value fails to decrypt
-instead of yielding garbage). TOKEN_ENCRYPTION_KEY may list several keys, comma-separated:
-the first encrypts, all decrypt, so keys rotate without a flag day.
+Tokens are encrypted at rest (``worker.secrets``).
 """
 
 from __future__ import annotations
@@ -22,13 +20,13 @@ from dataclasses import dataclass, field
 
 import requests
 import spotipy
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from db.models import SpotifyToken, User
 from worker.errors import PermanentError
+from worker.secrets import SecretCipher
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,40 +56,9 @@ class RefreshedToken:
 Refresher = Callable[[str], RefreshedToken]
 
 
-class TokenCipher:
-    def __init__(self, keys: str | None) -> None:
-        if not keys:
-            raise SpotifyConnectionError(
-                "TOKEN_ENCRYPTION_KEY is not set: user tokens cannot be stored or read "
-                "(make a key with `automation spotify new-key`)"
-            )
-        self._fernet = MultiFernet([Fernet(key.strip()) for key in keys.split(",")])
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> TokenCipher:
-        key = settings.token_encryption_key
-        return cls(key.get_secret_value() if key is not None else None)
-
-    def encrypt(self, plain: str) -> str:
-        return self._fernet.encrypt(plain.encode()).decode()
-
-    def decrypt(self, token: str) -> str:
-        try:
-            return self._fernet.decrypt(token.encode()).decode()
-        except InvalidToken:
-            raise SpotifyConnectionError(
-                "a stored Spotify token does not decrypt with TOKEN_ENCRYPTION_KEY "
-                "(was the key replaced instead of rotated?)"
-            ) from None
-
-
-def new_key() -> str:
-    return Fernet.generate_key().decode()
-
-
 def connect(
     session: Session,
-    cipher: TokenCipher,
+    cipher: SecretCipher,
     user_id: int,
     refresh_token: str,
     now: dt.datetime,
@@ -154,7 +121,7 @@ class RefreshReport:
 
 def refresh_expired(
     session: Session,
-    cipher: TokenCipher,
+    cipher: SecretCipher,
     refresher: Refresher,
     user_ids: Sequence[int],
     now: dt.datetime,

@@ -44,7 +44,7 @@ from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from db.queries import execute_counted, queries
-from tasks.enrichment.accounts import Refresher, TokenCipher, refresh_expired
+from tasks.enrichment.accounts import Refresher, refresh_expired
 from tasks.enrichment.matching import Candidate, SearchKey, choose_match, search_key, search_query
 from tasks.enrichment.spotify import (
     BATCH_SIZE,
@@ -53,6 +53,7 @@ from tasks.enrichment.spotify import (
     SpotifyRejectedError,
     SpotifyUnavailableError,
 )
+from worker.secrets import SecretCipher
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class Catalog(Protocol):
 class Accounts:
     """How a run verifies connections: the key to read tokens and how to refresh one."""
 
-    cipher_factory: Callable[[], TokenCipher]
+    cipher_factory: Callable[[], SecretCipher]
     refresher: Refresher
 
 

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from db import channels
 from db.queries import queries
 from db.session import session_scope
-from tasks.enrichment.accounts import TokenCipher, spotipy_refresher
+from tasks.enrichment.accounts import spotipy_refresher
 from tasks.enrichment.enrich import Accounts, EnrichmentReport, enrich
 from tasks.enrichment.spotify import SpotifyCatalog
 from worker.errors import PermanentError
@@ -37,6 +37,7 @@ from worker.ledger.outbox import Source
 from worker.publishing import publish_after_commit
 from worker.queues import family_of, home_queue
 from worker.redis_client import get_redis
+from worker.secrets import SecretCipher
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def run_enrichment(
 ) -> EnrichmentReport:
     catalog = SpotifyCatalog(settings, get_redis())
     accounts = Accounts(
-        cipher_factory=lambda: TokenCipher.from_settings(settings),
+        cipher_factory=lambda: SecretCipher.from_settings(settings),
         refresher=spotipy_refresher(settings),
     )
     return enrich(
