@@ -70,6 +70,12 @@ SCHEDULE: dict[str, dict[str, Any]] = {
         "cron": "0 4 * * sun",
         "missed": "run_once",
     },
+    "delete-old-workflow-logs": {
+        # Executions and matched status changes past WORKFLOW_LOG_RETENTION_DAYS.
+        "task": "cleanup.workflow_logs",
+        "cron": "45 4 * * *",
+        "missed": "run_once",
+    },
     "delete-old-task-runs": {
         # Run history and the schedule's fires past TASK_RUN_RETENTION_DAYS.
         "task": "cleanup.task_runs",

@@ -13,4 +13,7 @@ BACKGROUND_TASKS = "background_tasks"
 # An upload job reached ``completed``: its listens may need enriching.
 UPLOAD_JOBS_COMPLETED = "upload_jobs_completed"
 
-ALL: frozenset[str] = frozenset({BACKGROUND_TASKS, UPLOAD_JOBS_COMPLETED})
+# A job's status changed and was written to job_status_changes: workflows may fire.
+JOB_STATUS_CHANGES = "job_status_changes"
+
+ALL: frozenset[str] = frozenset({BACKGROUND_TASKS, UPLOAD_JOBS_COMPLETED, JOB_STATUS_CHANGES})

@@ -249,11 +249,13 @@ def isolate(request: pytest.FixtureRequest, engine: Engine) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def celery_worker(app: Any) -> Iterator[Any]:
-    """A real worker, in this process, consuming every queue but the analysis and enrichment.
+    """A real worker, in this process, consuming every queue but analysis, enrichment and
+    workflows.
 
-    Ledger tasks (the analysis queue) and enrichment tasks run in worker subprocesses
-    started by the system tests, which decide when a backlog is taken, what Spotify the
-    workers talk to, and may kill a worker mid-task. Tests using it are ``committed``.
+    Ledger tasks (the analysis queue), enrichment tasks and workflow executions run in
+    worker subprocesses started by the system tests, which decide when a backlog is taken,
+    what Spotify or webhook receiver the workers talk to, and may kill a worker mid-task.
+    Tests using it are ``committed``.
     """
     from celery.contrib.testing.worker import start_worker
 
@@ -262,7 +264,7 @@ def celery_worker(app: Any) -> Iterator[Any]:
     from worker.redis_client import get_redis
     from worker.run_journal import Drainer
 
-    subprocess_queues = {"analysis", "enrichment"}
+    subprocess_queues = {"analysis", "enrichment", "workflows"}
     # A worker started from the command line starts its journal drainer on worker_ready,
     # which the test worker never sends: start the same drainer beside it.
     drainer = Drainer(get_engine(), get_redis())

@@ -30,6 +30,7 @@ from db.session import new_session
 from worker import run_journal
 from worker.arguments import validate_arguments
 from worker.errors import DeferredError, DeliveryLimitExceededError
+from worker.origin import mark_session, origin_of
 from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -64,14 +65,18 @@ def transient_countdown(retries: int, draw: float) -> float:
 
 
 class _RunSession:
-    """A run's session, opened on first use."""
+    """A run's session, opened on first use; its transactions carry the run's workflow
+    origin, if it has one (``worker.origin``)."""
 
-    def __init__(self, session: Session | None = None) -> None:
+    def __init__(self, session: Session | None = None, origin: str | None = None) -> None:
         self.session = session
+        self.origin = origin
 
     def get(self) -> Session:
         if self.session is None:
             self.session = new_session()
+            if self.origin is not None:
+                mark_session(self.session, self.origin)
         return self.session
 
 
@@ -143,7 +148,7 @@ class AutomationTask(Task):  # type: ignore[misc]  # Celery ships no type hints
         return retry
 
     def _run_in_transaction(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        scope = _RunSession()
+        scope = _RunSession(origin=origin_of(self.request))
         try:
             result = self._run_with_scope(scope, args, kwargs)
             if scope.session is not None:

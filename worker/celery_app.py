@@ -31,6 +31,7 @@ TASK_MODULES = [
     "tasks.monitoring.tasks",
     "tasks.playlists.tasks",
     "tasks.trending.tasks",
+    "tasks.workflows.tasks",
     "worker.ledger.tasks",
     "worker.recovery.tasks",
 ]
@@ -141,6 +142,7 @@ def amqp_broker(settings: Settings) -> dict[str, Any]:
 OUTBOX_SOURCES = [
     "worker.ledger.enqueue:LEDGER_SOURCE",
     "tasks.enrichment.scheduling:UPLOADS_SOURCE",
+    "tasks.workflows.matching:CHANGES_SOURCE",
 ]
 
 

@@ -42,6 +42,10 @@ FAMILIES: dict[str, Family] = {
     "playlists": Family("playlists", soft_time_limit=15 * 60, time_limit=20 * 60),
     "enrichment": Family("enrichment", soft_time_limit=10 * 60, time_limit=15 * 60),
     "analysis": Family("analysis", soft_time_limit=5 * 60, time_limit=10 * 60),
+    # Webhooks wait on other people's servers (each post is cut off at
+    # WORKFLOW_WEBHOOK_TIMEOUT_SECONDS): their own workers, so a slow receiver never holds
+    # up the default queue's cleanups and alerts.
+    "workflows": Family("workflows", soft_time_limit=100, time_limit=120),
 }
 # Celery's built-ins (celery.backend_cleanup, chord_unlock, ...) and anything unknown.
 FALLBACK = Family(DEFAULT_QUEUE, soft_time_limit=5 * 60, time_limit=10 * 60)

@@ -244,6 +244,40 @@ class Settings(BaseSettings):
         default=120, ge=5, description="Audio read per track: this much from its middle."
     )
 
+    # Event workflows (tasks/workflows)
+    webhook_allowed_hosts: str = Field(
+        default="",
+        description="Hosts workflow webhooks may post to, comma-separated. Empty: any public "
+        "host; private, loopback and link-local addresses only when their host is listed.",
+    )
+    workflow_webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=60, description="A webhook that has not answered by then failed."
+    )
+    workflow_retry_base_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="First retry of a failed execution after about this; doubles each time.",
+    )
+    workflow_retry_cap_seconds: float = Field(
+        default=3600.0, gt=0, description="No retry of an execution waits longer than this."
+    )
+    workflow_max_chain_depth: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Workflows a change may pass through (one's action changing the job "
+        "another fires on) before the next is refused as a loop.",
+    )
+    workflow_log_retention_days: int = Field(
+        default=30, ge=1, description="Execution logs and matched changes are kept this long."
+    )
+
+    @property
+    def webhook_hosts(self) -> frozenset[str]:
+        return frozenset(
+            host.strip().lower() for host in self.webhook_allowed_hosts.split(",") if host.strip()
+        )
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: str) -> str:

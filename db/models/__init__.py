@@ -2,7 +2,8 @@
 tracks, plays), imports (uploads, listens, Spotify tokens), spotify (the catalogue cache),
 listening (stats), trending, playlists, ledger (background tasks), runs (run history,
 dead letters, broker resets), schedules (the live schedule, its audit trail, fires, the
-beat leader), console (admin users, tokens, audit log, alert incidents)."""
+beat leader), console (admin users, tokens, audit log, alert incidents), workflows (rules,
+the status changes they watch, their executions, notifications)."""
 
 from db.models.base import Base
 from db.models.console import ROLES, AdminAudit, AdminUser, AlertIncident, ApiToken
@@ -21,8 +22,16 @@ from db.models.runs import BrokerReset, DeadLetter, TaskRun, TaskRunCommit
 from db.models.schedules import BeatLeader, ScheduleChange, ScheduleEntry, ScheduleFire
 from db.models.spotify import SpotifyArtist, SpotifyMatch, SpotifyTrack
 from db.models.trending import TrendingTrack
+from db.models.workflows import (
+    EXECUTION_STATUSES,
+    JobStatusChange,
+    Notification,
+    Workflow,
+    WorkflowExecution,
+)
 
 __all__ = [
+    "EXECUTION_STATUSES",
     "PLAYLIST_TYPES",
     "ROLES",
     "AdminAudit",
@@ -37,8 +46,10 @@ __all__ = [
     "BeatLeader",
     "BrokerReset",
     "DeadLetter",
+    "JobStatusChange",
     "Listen",
     "ListeningStatsDirty",
+    "Notification",
     "PlayHistory",
     "ScheduleChange",
     "ScheduleEntry",
@@ -57,4 +68,6 @@ __all__ = [
     "UserArtistPlays",
     "UserListeningStats",
     "UserTrackPlays",
+    "Workflow",
+    "WorkflowExecution",
 ]

@@ -32,6 +32,7 @@ VALID_CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "cleanup.broker_reset": ((), {"epoch": "1764028800.123:0a1b2c3d4e5f", "detected_by": "w@h"}),
     "cleanup.expired_playlists": ((), {}),
     "cleanup.stuck_tasks": ((), {}),
+    "cleanup.workflow_logs": ((), {}),
     "cleanup.task_runs": ((), {}),
     "enrichment.enrich_pending": ((), {"batch_size": 500}),
     "monitoring.check_alerts": ((), {}),
@@ -44,6 +45,7 @@ VALID_CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "playlists.generate_all": ((), {"playlist_type": "new_for_you", "force": True}),
     "playlists.generate_chunk": ((1, 1001, ["daily_mix", "new_for_you"], NOW), {}),
     "trending.calculate": ((), {}),
+    "workflows.execute": ((7,), {}),
 }
 
 

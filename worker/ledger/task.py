@@ -45,6 +45,7 @@ from db.session import relaxed_engine, session_scope
 from worker.arguments import validate_arguments
 from worker.base_task import TRANSIENT_ERRORS, AutomationTask
 from worker.errors import PermanentError
+from worker.origin import mark_session, origin_of, set_on_connection
 from worker.queues import FALLBACK, family_of
 
 log = logging.getLogger(__name__)
@@ -87,13 +88,26 @@ class LedgerTask(AutomationTask):
         # Before a row is looked up or made: a bad id fails once, naming it.
         validate_arguments(self.name, self.run, args, kwargs)
         track_id = kwargs["track_id"] if "track_id" in kwargs else args[0]
+        origin = origin_of(self.request)
         try:
-            row_id = kwargs.get("background_task_id") or self._row_for(track_id)
+            row_id = kwargs.get("background_task_id") or self._row_for(track_id, origin)
             conn = _kept_connection()
-            attempt = self._claim(conn, row_id)
-            if attempt is None:
-                return {"background_task_id": row_id, "skipped": "claimed or finished elsewhere"}
-            return self._run_claimed(conn, row_id, attempt, args, kwargs)
+            if origin is not None:
+                # The claim and the completion change the row's status outside any
+                # session: the connection itself carries the origin for this run.
+                _autocommit(conn, lambda: set_on_connection(_driver(conn), origin))
+            try:
+                attempt = self._claim(conn, row_id)
+                if attempt is None:
+                    return {
+                        "background_task_id": row_id,
+                        "skipped": "claimed or finished elsewhere",
+                    }
+                return self._run_claimed(conn, row_id, attempt, args, kwargs)
+            finally:
+                if origin is not None and not conn.closed and not conn.invalidated:
+                    with suppress(Exception):
+                        _autocommit(conn, lambda: set_on_connection(_driver(conn), None))
         except TRANSIENT_ERRORS as exc:
             raise self.retry_transient(exc) from exc
 
@@ -132,11 +146,13 @@ class LedgerTask(AutomationTask):
             self._settle(SQL["fail"], row_id, attempt, error=_describe(exc))
             raise
 
-    def _row_for(self, track_id: int) -> int:
+    def _row_for(self, track_id: int, origin: str | None) -> int:
         """The active row for (type, track): a by-name message without a row id."""
         params = {"task_type": self.task_type, "track_id": track_id}
         for _ in range(3):  # the active row can finish between the two statements
             with session_scope() as session:
+                if origin is not None:
+                    mark_session(session, origin)
                 row_id = enqueue_row(session, self.task_type, track_id, celery_task_id=None)
                 if row_id is None:
                     row_id = session.scalar(SQL["active_row"], params)

@@ -1,0 +1,222 @@
+"""Workflows kept, shown and tried: what the CLI and the API call (neither holds logic).
+
+Helpers never commit: the caller's transaction does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+from collections.abc import Collection
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.orm import Session
+
+from db.models import User, Workflow, WorkflowExecution
+from tasks.workflows import conditions, templates, webhooks
+from tasks.workflows.definition import DefinitionError, parse
+from tasks.workflows.matching import trigger_data
+from tasks.workflows.sources import SOURCES
+from worker.errors import PermanentError
+from worker.secrets import SecretCipher
+
+
+class UnknownWorkflowError(PermanentError):
+    pass
+
+
+def create(
+    session: Session,
+    data: Any,
+    *,
+    created_by: str,
+    known_tasks: Collection[str],
+    allowed_hosts: Collection[str],
+    cipher: SecretCipher,
+) -> tuple[int, str]:
+    """Save a new workflow; its id and its webhook signing secret (made here unless the
+    file gives one). ``DefinitionError`` names what is wrong with the file."""
+    definition = parse(data, known_tasks=known_tasks, allowed_hosts=allowed_hosts)
+    if definition.user_id is not None and session.get(User, definition.user_id) is None:
+        raise DefinitionError(f"user_id: there is no user {definition.user_id}")
+    secret = definition.secret or secrets.token_urlsafe(32)
+    workflow = Workflow(
+        user_id=definition.user_id,
+        name=definition.name,
+        source=definition.source,
+        on_statuses=definition.on_statuses,
+        definition=definition.document,
+        active=definition.active,
+        secret_encrypted=cipher.encrypt(secret),
+        created_by=created_by,
+    )
+    session.add(workflow)
+    session.flush()
+    return workflow.id, secret
+
+
+def get(session: Session, workflow_id: int, *, user_id: int | None = None) -> Workflow:
+    """The workflow; with ``user_id``, only if it is that user's."""
+    workflow = session.get(Workflow, workflow_id)
+    if workflow is None or (user_id is not None and workflow.user_id != user_id):
+        raise UnknownWorkflowError(f"no workflow {workflow_id}")
+    return workflow
+
+
+def set_active(session: Session, workflow_id: int, active: bool) -> Workflow:
+    workflow = get(session, workflow_id)
+    session.execute(
+        update(Workflow)
+        .where(Workflow.id == workflow_id)
+        .values(
+            active=active,
+            definition=func.jsonb_set(Workflow.definition, "{active}", func.to_jsonb(active)),
+            updated_at=func.now(),
+        )
+    )
+    session.refresh(workflow)
+    return workflow
+
+
+def describe(session: Session, workflow: Workflow, now: dt.datetime) -> dict[str, Any]:
+    """A workflow as the CLI and the API show it, with its last day's executions."""
+    counts = dict(
+        session.execute(
+            select(WorkflowExecution.status, func.count())
+            .where(
+                WorkflowExecution.workflow_id == workflow.id,
+                WorkflowExecution.created_at > now - dt.timedelta(days=1),
+            )
+            .group_by(WorkflowExecution.status)
+        ).all()
+    )
+    return {
+        "id": workflow.id,
+        **workflow.definition,
+        "on_statuses": workflow.on_statuses,
+        "created_by": workflow.created_by,
+        "created_at": workflow.created_at.isoformat(),
+        "updated_at": workflow.updated_at.isoformat(),
+        "executions_24h": counts,
+    }
+
+
+def listing(session: Session, *, user_id: int | None = None) -> list[dict[str, Any]]:
+    query = select(Workflow).order_by(Workflow.id)
+    if user_id is not None:
+        query = query.where(Workflow.user_id == user_id)
+    return [
+        {
+            "id": w.id,
+            "name": w.name,
+            "user_id": w.user_id,
+            "source": w.source,
+            "on_statuses": w.on_statuses,
+            "active": w.active,
+            "actions": [a["type"] for a in w.definition["actions"]],
+        }
+        for w in session.scalars(query)
+    ]
+
+
+def logs(
+    session: Session, workflow_id: int, *, limit: int = 50, before: int | None = None
+) -> list[dict[str, Any]]:
+    """Its executions, newest first; ``before`` pages on by execution id."""
+    query = (
+        select(WorkflowExecution)
+        .where(WorkflowExecution.workflow_id == workflow_id)
+        .order_by(WorkflowExecution.id.desc())
+        .limit(limit)
+    )
+    if before is not None:
+        query = query.where(WorkflowExecution.id < before)
+    return [
+        {
+            "id": e.id,
+            "change_id": e.change_id,
+            "job_id": e.job_id,
+            "old_status": e.old_status,
+            "new_status": e.new_status,
+            "status": e.status,
+            "skip_reason": e.skip_reason,
+            "idempotency_key": e.idempotency_key,
+            "attempts": e.attempts,
+            "error": e.error,
+            "actions": e.action_results,
+            "created_at": e.created_at.isoformat(),
+            "started_at": e.started_at and e.started_at.isoformat(),
+            "finished_at": e.finished_at and e.finished_at.isoformat(),
+        }
+        for e in session.scalars(query)
+    ]
+
+
+def dry_run(
+    session: Session, workflow: Workflow, job_id: int, now: dt.datetime, secret: str
+) -> dict[str, Any]:
+    """What the workflow would do if job ``job_id`` changed to the status it has now:
+    which conditions hold and what each action would send. Nothing is sent or written."""
+    source = SOURCES[workflow.source]
+    # The table's name comes from the registry of sources, never from the caller.
+    statement = text(f"SELECT to_jsonb(j) FROM {source.table} AS j WHERE j.id = :id")  # noqa: S608
+    job = session.execute(statement, {"id": job_id}).scalar()
+    if job is None:
+        raise UnknownWorkflowError(f"no job {job_id} in {source.table}")
+    change = {
+        "id": None,
+        "source": source.table,
+        "job_id": job_id,
+        "old_status": None,
+        "new_status": job["status"],
+        "job": job,
+        "changed_at": now,
+    }
+    data = trigger_data(change, workflow.id)
+    condition = workflow.definition.get("conditions") or {"all": []}
+    context = {**data, "execution_id": None}
+    actions = []
+    for index, action in enumerate(workflow.definition["actions"]):
+        where = f"actions[{index}]"
+        try:
+            actions.append(_would_send(action, context, where, workflow, secret))
+        except (templates.TemplateError, webhooks.WebhookRefusedError) as exc:
+            actions.append({"type": action["type"], "error": str(exc)})
+    return {
+        "workflow_id": workflow.id,
+        "change": {k: v for k, v in data.items() if k != "job"} | {"job": job},
+        "conditions_hold": conditions.evaluate(condition, data),
+        "conditions": conditions.explain(condition, data),
+        "actions": actions,
+        "sent": False,
+    }
+
+
+def _would_send(
+    action: dict[str, Any], context: dict[str, Any], where: str, workflow: Workflow, secret: str
+) -> dict[str, Any]:
+    if action["type"] == "webhook":
+        key = templates.render(workflow.definition["idempotency_key"], context, "idempotency_key")
+        body = webhooks.payload(workflow.id, None, str(key), context)
+        return {
+            "type": "webhook",
+            "url": action["url"],
+            "headers": templates.render(action.get("headers") or {}, context, f"{where}.headers"),
+            "idempotency_key": key,
+            "body": json.loads(body),
+            "signature": webhooks.sign(secret, body),
+        }
+    if action["type"] == "task":
+        return {
+            "type": "task",
+            "task": action["task"],
+            "kwargs": templates.render(action.get("kwargs") or {}, context, f"{where}.kwargs"),
+        }
+    return {
+        "type": "notification",
+        "user_id": templates.render(action.get("user_id", "{job.user_id}"), context, where),
+        "title": templates.render(action["title"], context, f"{where}.title"),
+        "body": templates.render(action.get("body"), context, f"{where}.body"),
+    }
