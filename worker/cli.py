@@ -613,10 +613,11 @@ def schedule_history(name: str, n_runs: int, n_changes: int, as_json: bool) -> N
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["ledger"]))
+@click.argument("kind", type=click.Choice(["ledger", "workflow"]))
 @click.argument("row_id", type=int)
 def retry(kind: str, row_id: int) -> None:
-    """Retry failed row ROW_ID of KIND (ledger: a background task) with fresh attempts."""
+    """Retry failed row ROW_ID of KIND (ledger: a background task; workflow: a workflow
+    execution, whose actions that had succeeded are not run again) with fresh attempts."""
     from db.session import session_scope
     from tasks.automation.operations import RetryError
     from tasks.automation.operations import retry as retry_row
@@ -627,7 +628,8 @@ def retry(kind: str, row_id: int) -> None:
             _audit_cli(session, "retry", f"{kind}:{row_id}", done)
     except RetryError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"{kind} {row_id} ({done['task_type']}): pending again; it runs shortly")
+    what = done["task_type"] if kind == "ledger" else f"workflow {done['workflow_id']}"
+    click.echo(f"{kind} {row_id} ({what}): pending again; it runs shortly")
 
 
 def _audit_cli(session: Any, action: str, target: str, detail: dict[str, Any]) -> None:

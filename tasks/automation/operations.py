@@ -1,6 +1,7 @@
 """What an operator does, from the CLI, the API or the status page alike: change a
-schedule entry, run one now, retry a failed ledger row. Each takes the session and clock;
-messages are published only after the transaction that records them has committed.
+schedule entry, run one now, retry a failed ledger row or workflow execution. Each takes
+the session and clock; messages are published only after the transaction that records
+them has committed.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from db.models import BackgroundTask, ScheduleEntry
+from db.channels import JOB_STATUS_CHANGES
+from db.models import BackgroundTask, ScheduleEntry, WorkflowExecution
 from tasks.automation.status import NOT_TRIGGERABLE, public_task_names
 from worker.arguments import validate_arguments
 from worker.errors import PermanentError
@@ -25,7 +27,7 @@ from worker.schedules.timing import MissedPolicy, Timing
 
 SessionScope = Callable[[], AbstractContextManager[Session]]
 # What ``automation retry KIND`` and the page's retry buttons accept.
-RETRY_KINDS = ("ledger",)
+RETRY_KINDS = ("ledger", "workflow")
 
 
 class RetryError(PermanentError):
@@ -105,7 +107,34 @@ def retry_ledger_row(session: Session, row_id: int) -> dict[str, Any]:
     return {"kind": "ledger", "id": row_id, "task_type": row.task_type, "status": "pending"}
 
 
+def retry_execution(session: Session, execution_id: int) -> dict[str, Any]:
+    """Put failed workflow execution ``execution_id`` back to pending with a fresh budget of
+    attempts. Actions that had succeeded are not run again (a webhook that answered 200 is
+    not posted twice); the dispatcher publishes it once this commits."""
+    row = session.get(WorkflowExecution, execution_id, with_for_update=True)
+    if row is None:
+        raise NoSuchRowError(f"no workflow execution {execution_id}")
+    if row.status != "failed":
+        raise RetryError(
+            f"workflow execution {execution_id} is {row.status}, not failed: nothing to retry"
+        )
+    row.status, row.attempts = "pending", 0
+    row.run_after = dt.datetime.now(dt.UTC)
+    row.enqueued_at = row.started_at = row.finished_at = None
+    row.celery_task_id = row.worker_host = None
+    session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": JOB_STATUS_CHANGES})
+    session.flush()
+    return {
+        "kind": "workflow",
+        "id": execution_id,
+        "workflow_id": row.workflow_id,
+        "status": "pending",
+    }
+
+
 def retry(session: Session, kind: str, row_id: int) -> dict[str, Any]:
     if kind == "ledger":
         return retry_ledger_row(session, row_id)
+    if kind == "workflow":
+        return retry_execution(session, row_id)
     raise NoSuchRowError(f"unknown kind {kind!r}; valid: {', '.join(RETRY_KINDS)}")
