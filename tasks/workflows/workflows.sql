@@ -169,7 +169,7 @@ RETURNING id
 
 -- name: requeue_orphans
 UPDATE automation_execution_logs
-SET status = 'pending', enqueued_at = NULL, run_after = :now,
+SET status = 'pending', enqueued_at = NULL, run_after = now(),
     error = 'its worker died mid-run; run again'
 WHERE status = 'processing'
   AND ((worker_host = ANY (CAST(:dead_hosts AS text[])) AND started_at < :claimed_before)

@@ -60,3 +60,14 @@ def lose_claim(self: LedgerTask, track_id: int, background_task_id: int | None =
         {"id": track_id},
     )
     return "done"
+
+
+@app.task(name="analysis.test_reopen_upload", bind=True)
+def reopen_upload(self: Any, upload_id: int) -> None:
+    """Take an upload back to processing and complete it again, in the run's transaction:
+    what a task a workflow starts may do to the very job that fired it."""
+    for status in ("processing", "completed"):
+        self.session.execute(
+            text("UPDATE upload_jobs SET status = :status WHERE id = :id"),
+            {"status": status, "id": upload_id},
+        )

@@ -9,8 +9,12 @@ timeout, so backoff is observable in a test; production's are WORKFLOW_RETRY_BAS
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
+import os
+import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,10 +25,12 @@ from db.models import UploadJob, WorkflowExecution
 from standins.webhook import Reply, Webhook
 from tasks.automation.status import public_task_names
 from tasks.workflows import store
+from tasks.workflows.rescue import rescue_executions
 from tests import factories as f
 from tests.enrichment_support import TOKEN_KEY, cipher
 from tests.integration.test_ledger import plain_sql
 from tests.support import runs_of, wait_for, worker_process
+from worker.settings import get_settings
 
 SECRET = "receiver-shared-secret"
 WORKER_ENV = {
@@ -43,7 +49,8 @@ def receiver() -> Iterator[Webhook]:
 
 @pytest.fixture(scope="module")
 def workflows_worker(app: Any) -> Iterator[Any]:
-    """One worker for the module's tests: it holds nothing between them."""
+    """One worker for the module's later tests: it holds nothing between them. The tests
+    before the first that asks for it start workers of their own, and no other."""
     with worker_process(app, "workflows", concurrency=2, env=WORKER_ENV) as process:
         yield process
 
@@ -91,6 +98,79 @@ def test_a_change_committed_while_no_worker_runs_fires_once_one_starts(
         wait_for(lambda: receiver.received, timeout=30)
 
     assert len(receiver.received) == 1
+
+
+def test_a_worker_killed_mid_execution_is_rescued_and_the_execution_completes_once(
+    session: Any, app: Any, receiver: Webhook
+) -> None:
+    receiver.script.append(Reply(204, hang_seconds=20))  # holds the first post
+    patient = WORKER_ENV | {"WORKFLOW_WEBHOOK_TIMEOUT_SECONDS": "30"}
+    completed_upload(session, app, receiver)
+
+    with worker_process(app, "workflows", env=patient) as doomed:
+        wait_for(lambda: receiver.received, timeout=30)
+        os.killpg(doomed.pid, signal.SIGKILL)  # the whole host is gone: parent and child
+        doomed.wait()
+    session.expire_all()
+    (orphan,) = session.scalars(select(WorkflowExecution)).all()
+    assert orphan.status == "processing"
+
+    # cleanup.stuck_tasks, once the task's hard time limit has passed since the claim.
+    later = orphan.started_at + dt.timedelta(minutes=3)
+    moved = rescue_executions(session, later, get_settings(), frozenset())
+    session.commit()
+    assert moved["executions_requeued"] == 1
+
+    with worker_process(app, "workflows", env=WORKER_ENV):
+        done = wait_for(lambda: settled(session), timeout=30)
+
+    assert (done.status, done.attempts) == ("completed", 2)
+    # The receiver saw the post twice under one key: its own dedupe makes it once.
+    assert len({r.headers["Idempotency-Key"] for r in receiver.received}) == 1
+    assert len(receiver.received) == 2
+
+
+def test_a_task_started_by_a_workflow_that_changes_the_same_job_does_not_fire_it_again(
+    session: Any, app: Any, receiver: Webhook
+) -> None:
+    import tests.system.extra_tasks  # noqa: F401  (the test task, known to this process)
+
+    # Without the loop guard this would fire forever: every change gets its own key, and
+    # no rate limit stands in the way.
+    _, job_id = completed_upload(
+        session,
+        app,
+        receiver,
+        actions=[
+            {
+                "type": "task",
+                "task": "analysis.test_reopen_upload",
+                "kwargs": {"upload_id": "{job_id}"},
+            }
+        ],
+        idempotency_key="{change_id}",
+        rate_limit={"per_job_status": None},
+    )
+
+    with worker_process(
+        app, "workflows,analysis", env=WORKER_ENV, app_module="tests.system.extra_tasks"
+    ):
+        rows = wait_for(lambda: statuses(session) if len(statuses(session)) == 2 else None)
+        time.sleep(3)  # time enough for a third round, were there one
+        assert statuses(session) == rows
+
+    assert rows == [("completed", None), ("skipped", "loop")]
+    session.expire_all()
+    assert session.get(UploadJob, job_id).status == "completed"
+
+
+def statuses(session: Any) -> list[tuple[str, str | None]]:
+    session.expire_all()
+    query = select(WorkflowExecution).order_by(WorkflowExecution.id)
+    return [
+        (e.status, e.skip_reason and e.skip_reason.partition(":")[0])
+        for e in session.scalars(query)
+    ]
 
 
 def test_a_status_change_by_plain_sql_posts_once_within_seconds_signed_with_its_key(
