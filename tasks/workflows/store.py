@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from db.models import User, Workflow, WorkflowExecution
@@ -66,17 +66,13 @@ def get(session: Session, workflow_id: int, *, user_id: int | None = None) -> Wo
 
 
 def set_active(session: Session, workflow_id: int, active: bool) -> Workflow:
+    """Enable or disable; a disabled workflow's changes are no longer even recorded, and
+    its executions not yet run are skipped when their turn comes."""
     workflow = get(session, workflow_id)
-    session.execute(
-        update(Workflow)
-        .where(Workflow.id == workflow_id)
-        .values(
-            active=active,
-            definition=func.jsonb_set(Workflow.definition, "{active}", func.to_jsonb(active)),
-            updated_at=func.now(),
-        )
-    )
-    session.refresh(workflow)
+    workflow.active = active
+    workflow.definition = {**workflow.definition, "active": active}
+    workflow.updated_at = dt.datetime.now(dt.UTC)
+    session.flush()
     return workflow
 
 
