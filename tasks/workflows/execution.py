@@ -195,8 +195,12 @@ class Runner:
                 list(row.chain),
                 list(row.action_results or []),
             )
-        now = dt.datetime.now(dt.UTC)
-        if state.status == "pending" and limit is not None and state.run_after <= now:
+        if state.status == "pending" and state.run_after > state.now:
+            # Early (a debounce's quiet period or a backoff not over, a clock ahead of the
+            # database's): wait the rest rather than leave the row without a message.
+            early = (state.run_after - state.now).total_seconds()
+            return Verdict("busy", f"due in {early:.1f} s", retry_in=early + 0.05)
+        if state.status == "pending" and limit is not None:
             # As many run for its key as the workflow allows: try again shortly.
             return Verdict("busy", f"concurrency limit {limit} reached", retry_in=1.0 + self.draw())
         return Verdict("not claimed", f"execution {execution_id} is {state.status}")

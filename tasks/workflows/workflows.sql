@@ -101,7 +101,7 @@ WHERE e.id = t.id
 RETURNING e.id, e.celery_task_id, greatest(0, extract(epoch FROM e.run_after - now())) AS delay
 
 -- name: execution_state
-SELECT e.status, e.run_after, e.celery_task_id, e.concurrency_key, e.workflow_id,
+SELECT e.status, e.run_after, now() AS now, e.celery_task_id, e.concurrency_key, e.workflow_id,
        (w.definition -> 'concurrency' ->> 'limit')::int AS concurrency_limit
 FROM automation_execution_logs e
 JOIN automation_workflows w ON w.id = e.workflow_id
@@ -111,14 +111,14 @@ WHERE e.id = :id
 SELECT pg_advisory_xact_lock(hashtextextended(CAST(:workflow_id AS text) || '/' || :key, 0))
 
 -- name: claim
--- A due pending row is anyone's; a processing one only its own message's, coming again
+-- A due pending row is anyone's (a message that comes early waits again: the runner); a processing one only its own message's, coming again
 -- after its run ended (a redelivery after the worker died). With a concurrency limit,
 -- only while fewer than the limit run for the same key (the caller holds the key's lock).
 UPDATE automation_execution_logs e
 SET status = 'processing', attempts = attempts + 1, started_at = now(),
     celery_task_id = :celery_task_id, worker_host = :worker_host
 WHERE e.id = :id
-  AND e.run_after <= now() + interval '1 second' AND e.attempts < e.max_attempts
+  AND e.run_after <= now() AND e.attempts < e.max_attempts
   AND (e.status = 'pending'
        OR (e.status = 'processing' AND e.celery_task_id = :celery_task_id AND :resumable))
   AND (CAST(:limit AS int) IS NULL OR (

@@ -274,3 +274,22 @@ def test_an_execution_that_keeps_failing_gives_up_after_its_attempts_keeping_the
     assert (done.status, done.attempts) == ("failed", 2)
     assert done.error.startswith("gave up after 2 attempt(s): actions[0] (webhook): HTTP 502")
     assert len(receiver.received) == 2
+
+
+def test_a_debounced_workflow_posts_once_with_the_latest_change_after_the_quiet_period(
+    session: Any, app: Any, receiver: Webhook, workflows_worker: Any
+) -> None:
+    either_end = {"all": [{"field": "new_status", "op": "in", "value": ["completed", "failed"]}]}
+    _, job_id = completed_upload(
+        session, app, receiver, conditions=either_end, debounce={"seconds": 2}
+    )
+    time.sleep(0.5)
+    plain_sql("UPDATE upload_jobs SET status = 'failed' WHERE id = %s", job_id)
+    last_change = time.monotonic()
+
+    (post,) = wait_for(lambda: receiver.received, timeout=20)
+    time.sleep(2)  # a second post, were there one, would have come by now
+
+    assert len(receiver.received) == 1
+    assert post.json()["new_status"] == "failed"
+    assert post.at - last_change >= 2.0
