@@ -36,7 +36,7 @@ from typing import Any
 
 from tasks.workflows import conditions, templates
 from tasks.workflows.sources import SOURCES
-from tasks.workflows.webhooks import check_url
+from tasks.workflows.webhooks import WebhookRefusedError, check_url
 
 DEFAULT_IDEMPOTENCY_KEY = "{job_id}-{new_status}-{workflow_id}-{date}"
 DEFAULT_PER_JOB_STATUS = "1/h"
@@ -302,7 +302,8 @@ def _actions(  # noqa: PLR0912 (a branch per rule)
                 templates.check(
                     {k: action.get(k) for k in ("title", "body", "user_id")}, where, columns
                 )
-        except templates.TemplateError as exc:
+        # Both name the part they refuse; callers need only catch DefinitionError.
+        except (templates.TemplateError, WebhookRefusedError) as exc:
             raise DefinitionError(str(exc)) from None
         actions.append(dict(action))
     return actions

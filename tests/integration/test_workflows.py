@@ -320,3 +320,10 @@ def test_the_dry_run_says_which_conditions_hold_and_what_would_be_sent(
     }
     assert report["sent"] is False
     assert session.scalars(select(WorkflowExecution)).all() == []
+
+
+def test_a_webhook_url_that_may_not_be_posted_to_is_a_definition_error_naming_it(
+    session: Any, app: Any
+) -> None:
+    with pytest.raises(DefinitionError, match=r"actions\[0\]\.url: 'ftp://host/x' is not"):
+        workflow(session, app, actions=[{"type": "webhook", "url": "ftp://host/x"}])
