@@ -345,6 +345,7 @@ def render_status(report: dict[str, Any]) -> str:
         f"trending:         {tr['tracks']} tracks; last calculated "
         f"{tr['last_calculated_at'] or 'never'}",
         *_enrichment_lines(report["enrichment"]),
+        *_workflow_lines(report["workflows"]),
         f"task runs (24 h): {counts(report['task_runs_24h'])}",
         f"dead letters:     {report['dead_letters']['total']}"
         + (
@@ -416,6 +417,21 @@ def _enrichment_lines(enrichment: dict[str, Any]) -> list[str]:
             )
         )
     return lines
+
+
+def _workflow_lines(workflows: dict[str, Any]) -> list[str]:
+    executions = workflows["executions_24h"]
+    age = workflows["oldest_pending_age_seconds"]
+    unmatched = workflows["unmatched_changes"]
+    return [
+        f"workflows:        {workflows['workflows']['active']} active, "
+        f"{workflows['workflows']['inactive']} inactive; executions (24 h): "
+        + ", ".join(f"{status} {count}" for status, count in executions.items()),
+        "  oldest pending: "
+        + ("none" if age is None else f"{age:.0f} s (since {workflows['oldest_pending']})")
+        + f"; changes awaiting the dispatcher {unmatched}"
+        + (f" (oldest {workflows['oldest_unmatched']})" if unmatched else ""),
+    ]
 
 
 @main.group()
