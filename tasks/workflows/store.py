@@ -11,7 +11,8 @@ import secrets
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Boolean, Text, func, literal, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from db.models import User, Workflow, WorkflowExecution
@@ -66,13 +67,22 @@ def get(session: Session, workflow_id: int, *, user_id: int | None = None) -> Wo
 
 
 def set_active(session: Session, workflow_id: int, active: bool) -> Workflow:
+    """Turn the workflow on or off. Off, the status trigger stops recording changes for it
+    (unless another active workflow wants them), changes already recorded no longer
+    match it, and its pending executions are skipped when they come to run."""
     workflow = get(session, workflow_id)
     session.execute(
         update(Workflow)
         .where(Workflow.id == workflow_id)
         .values(
             active=active,
-            definition=func.jsonb_set(Workflow.definition, "{active}", func.to_jsonb(active)),
+            # The path must be text[]: a plain string parameter binds as varchar, and
+            # PostgreSQL has no jsonb_set for that.
+            definition=func.jsonb_set(
+                Workflow.definition,
+                literal(["active"], ARRAY(Text)),
+                func.to_jsonb(literal(active, Boolean)),
+            ),
             updated_at=func.now(),
         )
     )
@@ -104,6 +114,7 @@ def describe(session: Session, workflow: Workflow, now: dt.datetime) -> dict[str
 
 
 def listing(session: Session, *, user_id: int | None = None) -> list[dict[str, Any]]:
+    """Every workflow (with ``user_id``, that user's), by id: what a list shows of each."""
     query = select(Workflow).order_by(Workflow.id)
     if user_id is not None:
         query = query.where(Workflow.user_id == user_id)
