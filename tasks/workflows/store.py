@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from db.models import User, Workflow, WorkflowExecution
 from tasks.workflows import conditions, templates, webhooks
-from tasks.workflows.definition import DefinitionError, parse
+from tasks.workflows.definition import DOCUMENT_KEYS, DefinitionError, parse
 from tasks.workflows.matching import trigger_data
 from tasks.workflows.sources import SOURCES
 from worker.errors import PermanentError
@@ -104,7 +104,7 @@ def describe(session: Session, workflow: Workflow, now: dt.datetime) -> dict[str
     )
     return {
         "id": workflow.id,
-        **workflow.definition,
+        **{key: workflow.definition[key] for key in DOCUMENT_KEYS if key in workflow.definition},
         "on_statuses": workflow.on_statuses,
         "created_by": workflow.created_by,
         "created_at": workflow.created_at.isoformat(),
@@ -203,6 +203,15 @@ def dry_run(
         "actions": actions,
         "sent": False,
     }
+
+
+def try_on_job(
+    session: Session, workflow_id: int, job_id: int, now: dt.datetime, cipher: SecretCipher
+) -> dict[str, Any]:
+    """``dry_run`` of workflow ``workflow_id`` on job ``job_id``, its webhooks signed with the
+    workflow's own secret (so the signature shown is what its receiver checks against)."""
+    workflow = get(session, workflow_id)
+    return dry_run(session, workflow, job_id, now, cipher.decrypt(workflow.secret_encrypted))
 
 
 def _would_send(
