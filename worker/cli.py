@@ -1,11 +1,12 @@
 """``automation``: the operators' command line (up, logs, api, db, seed, trigger, status, retry,
-schedule, admin, spotify)."""
+schedule, workflow, admin, spotify)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
+import pathlib
 import sys
 from typing import Any
 
@@ -345,6 +346,7 @@ def render_status(report: dict[str, Any]) -> str:
         f"trending:         {tr['tracks']} tracks; last calculated "
         f"{tr['last_calculated_at'] or 'never'}",
         *_enrichment_lines(report["enrichment"]),
+        *_workflow_lines(report["workflows"]),
         f"task runs (24 h): {counts(report['task_runs_24h'])}",
         f"dead letters:     {report['dead_letters']['total']}"
         + (
@@ -416,6 +418,21 @@ def _enrichment_lines(enrichment: dict[str, Any]) -> list[str]:
             )
         )
     return lines
+
+
+def _workflow_lines(workflows: dict[str, Any]) -> list[str]:
+    executions = workflows["executions_24h"]
+    age = workflows["oldest_pending_age_seconds"]
+    unmatched = workflows["unmatched_changes"]
+    return [
+        f"workflows:        {workflows['workflows']['active']} active, "
+        f"{workflows['workflows']['inactive']} inactive; executions (24 h): "
+        + ", ".join(f"{status} {count}" for status, count in executions.items()),
+        "  oldest pending: "
+        + ("none" if age is None else f"{age:.0f} s (since {workflows['oldest_pending']})")
+        + f"; changes awaiting the dispatcher {unmatched}"
+        + (f" (oldest {workflows['oldest_unmatched']})" if unmatched else ""),
+    ]
 
 
 @main.group()
@@ -636,6 +653,283 @@ def _audit_cli(session: Any, action: str, target: str, detail: dict[str, Any]) -
     from console.accounts import audit
 
     audit(session, f"cli:{_actor()}", action, target, detail)
+
+
+@main.group()
+def workflow() -> None:
+    """Event workflows: rules that act when a job's status changes (create, list, show,
+    enable, disable, test, logs).
+
+    A workflow file is JSON: name, trigger, conditions, actions (webhook, task,
+    notification), limits; tasks/workflows/definition.py describes every key.
+    """
+
+
+def _read_workflow_file(path: str) -> Any:
+    """The file's JSON (``-``: standard input); one line saying why not, if it is not."""
+    try:
+        raw = sys.stdin.read() if path == "-" else pathlib.Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise click.ClickException(f"cannot read {path}: {reason}") from None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"{path} is not JSON: {exc}") from None
+
+
+@workflow.command("create")
+@click.option(
+    "--file", "path", required=True, metavar="FILE", help="The workflow file (- reads stdin)."
+)
+def workflow_create(path: str) -> None:
+    """Save the workflow in FILE. Prints its webhook signing secret (shown once) and then
+    the new workflow's id, alone on the last line."""
+    from db.session import session_scope
+    from tasks.automation.status import public_task_names
+    from tasks.workflows import store
+    from tasks.workflows.definition import DefinitionError
+    from worker import app
+    from worker.secrets import SecretCipher
+
+    data = _read_workflow_file(path)
+    settings = get_settings()
+    cipher = SecretCipher.from_settings(settings)
+    try:
+        with session_scope() as session:
+            workflow_id, secret = store.create(
+                session,
+                data,
+                created_by=f"cli:{_actor()}",
+                known_tasks=public_task_names(app),
+                allowed_hosts=settings.webhook_hosts,
+                cipher=cipher,
+            )
+            row = store.get(session, workflow_id)
+            name, active = row.name, row.active
+            _audit_cli(
+                session,
+                "workflow.create",
+                f"workflow:{workflow_id}",
+                {"name": name, "source": row.source, "active": active},
+            )
+    except DefinitionError as exc:
+        raise click.ClickException(f"workflow file refused: {exc}") from None
+    click.echo(f"workflow {workflow_id} ({name}): created, {'active' if active else 'disabled'}")
+    if isinstance(data, dict) and "secret" in data:
+        click.echo("webhook signing secret: the one in the file (kept encrypted, not shown)")
+    else:
+        click.echo(
+            "webhook signing secret (shown once, only its encrypted form is kept; the receiver "
+            "verifies X-Automation-Signature: sha256=HMAC-SHA256(body) with it): " + secret
+        )
+    click.echo(workflow_id)
+
+
+@workflow.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def workflow_list(as_json: bool) -> None:
+    """Every workflow: id, state, source, owner, the statuses it fires on, its actions."""
+    from db.session import session_scope
+    from tasks.workflows import store
+
+    with session_scope() as session:
+        rows = store.listing(session)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no workflows yet (`automation workflow create --file W.json`)")
+        return
+    click.echo(
+        f"{'ID':>6}  {'STATE':<8}  {'SOURCE':<16}  {'OWNER':<10}  {'ON':<20}  NAME [ACTIONS]"
+    )
+    for row in rows:
+        owner = "everyone" if row["user_id"] is None else f"user {row['user_id']}"
+        on = ",".join(row["on_statuses"]) if row["on_statuses"] else "any"
+        click.echo(
+            f"{row['id']:>6}  {'active' if row['active'] else 'disabled':<8}  "
+            f"{row['source']:<16}  {owner:<10}  {on:<20}  {row['name']} "
+            f"[{', '.join(row['actions'])}]"
+        )
+
+
+@workflow.command("show")
+@click.argument("workflow_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def workflow_show(workflow_id: int, as_json: bool) -> None:
+    """WORKFLOW_ID's definition, who made it and its last day's executions (never its
+    secret)."""
+    from db.session import session_scope
+    from tasks.workflows import store
+
+    with session_scope() as session:
+        view = store.describe(session, store.get(session, workflow_id), dt.datetime.now(dt.UTC))
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+        return
+    executions = ", ".join(f"{k} {v}" for k, v in sorted(view["executions_24h"].items()))
+    # What the header lines already say is left out of the definition below them.
+    shown = {"id", "name", "active", "on_statuses", "created_by", "created_at", "updated_at"}
+    definition = {k: v for k, v in view.items() if k not in shown | {"executions_24h"}}
+    click.echo(
+        "\n".join(
+            [
+                f"workflow {view['id']}: {view['name']} "
+                f"({'active' if view['active'] else 'disabled'})",
+                f"  watches {view['trigger']['source']} "
+                + (
+                    "(every user's jobs)"
+                    if view["user_id"] is None
+                    else f"(user {view['user_id']}'s jobs)"
+                )
+                + " changing to "
+                + (", ".join(view["on_statuses"]) if view["on_statuses"] else "any status"),
+                f"  created {view['created_at']} by {view['created_by']}; "
+                f"updated {view['updated_at']}",
+                f"  executions (24 h): {executions or 'none'}",
+                "  definition:",
+                *(f"    {line}" for line in json.dumps(definition, indent=2).splitlines()),
+            ]
+        )
+    )
+
+
+def _set_workflow_active(workflow_id: int, active: bool) -> str:
+    from db.session import session_scope
+    from tasks.workflows import store
+
+    with session_scope() as session:
+        row = store.set_active(session, workflow_id, active)
+        _audit_cli(
+            session,
+            "workflow.enable" if active else "workflow.disable",
+            f"workflow:{workflow_id}",
+            {"name": row.name},
+        )
+        return row.name
+
+
+@workflow.command("enable")
+@click.argument("workflow_id", type=int)
+def workflow_enable(workflow_id: int) -> None:
+    """Let WORKFLOW_ID fire again, on changes made from now on."""
+    name = _set_workflow_active(workflow_id, True)
+    click.echo(f"workflow {workflow_id} ({name}): enabled; it fires on changes from now on")
+
+
+@workflow.command("disable")
+@click.argument("workflow_id", type=int)
+def workflow_disable(workflow_id: int) -> None:
+    """Stop WORKFLOW_ID: its jobs' changes are no longer matched against it, and its
+    executions not yet run are skipped."""
+    name = _set_workflow_active(workflow_id, False)
+    click.echo(f"workflow {workflow_id} ({name}): disabled; executions not yet run will be skipped")
+
+
+@workflow.command("test")
+@click.argument("workflow_id", type=int)
+@click.option("--job", "job_id", type=int, required=True, help="A job of the workflow's source.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def workflow_test(workflow_id: int, job_id: int, as_json: bool) -> None:
+    """Dry run: what WORKFLOW_ID would do if job JOB_ID had just changed to the status it
+    has now. Which conditions hold, what each action would send; nothing is sent, queued
+    or written."""
+    from db.session import session_scope
+    from tasks.workflows import store
+    from worker.secrets import SecretCipher
+
+    cipher = SecretCipher.from_settings(get_settings())
+    with session_scope() as session:
+        report = store.try_on_job(session, workflow_id, job_id, dt.datetime.now(dt.UTC), cipher)
+        # A dry run writes nothing, whatever a future helper might add to the session.
+        session.rollback()
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        click.echo("\n".join(render_dry_run(report)))
+
+
+def render_dry_run(report: dict[str, Any]) -> list[str]:
+    """A dry run for people: the change, each condition, each action's would-be request."""
+    change = report["change"]
+    holds = report["conditions_hold"]
+    lines = [
+        f"DRY RUN of workflow {report['workflow_id']} on {change['source']} job "
+        f"{change['job_id']}, as if it had just changed to {change['new_status']!r}: "
+        "nothing was sent, queued or written",
+        "conditions: "
+        + ("hold: it would run" if holds else "do not hold: it would be skipped")
+        + (f" ({len(report['conditions'])})" if report["conditions"] else " (none: always)"),
+    ]
+    for leaf in report["conditions"]:
+        lines.append(
+            f"  {'yes' if leaf['holds'] else 'NO ':<3}  {leaf['path']}: {leaf['field']} "
+            f"{leaf['op']} {json.dumps(leaf['value'])} (it is {json.dumps(leaf['actual'])})"
+        )
+    lines.append(
+        "actions it would take, in order:" if holds else "actions it would take if they held:"
+    )
+    for number, action in enumerate(report["actions"], start=1):
+        kind = action["type"]
+        if "error" in action:
+            lines.append(f"  {number}. {kind}: would FAIL: {action['error']}")
+        elif kind == "webhook":
+            lines += [
+                f"  {number}. webhook: POST {action['url']}",
+                f"       Idempotency-Key: {action['idempotency_key']}",
+                f"       X-Automation-Signature: {action['signature']} (of the body as "
+                "compact JSON with sorted keys; the real POST names its execution, so its "
+                "signature differs)",
+                *(f"       {name}: {value}" for name, value in action["headers"].items()),
+                f"       body: {json.dumps(action['body'], default=str)}",
+            ]
+        elif kind == "task":
+            lines.append(f"  {number}. task: {action['task']} {json.dumps(action['kwargs'])}")
+        else:
+            lines.append(
+                f"  {number}. notification to user {action['user_id']}: {action['title']!r}"
+                + (f" {action['body']!r}" if action["body"] else "")
+            )
+    return lines
+
+
+@workflow.command("logs")
+@click.argument("workflow_id", type=int)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option(
+    "--before", "before", type=int, default=None, help="Only executions older than this id."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def workflow_logs(workflow_id: int, limit: int, before: int | None, as_json: bool) -> None:
+    """WORKFLOW_ID's executions, newest first: what ran, what was skipped and why."""
+    from db.session import session_scope
+    from tasks.workflows import store
+
+    with session_scope() as session:
+        store.get(session, workflow_id)  # an unknown id is an error, not an empty log
+        rows = store.logs(session, workflow_id, limit=limit, before=before)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(
+            f"workflow {workflow_id}: no executions" + (f" before {before}" if before else "")
+        )
+        return
+    click.echo(
+        f"{'ID':>8}  {'CREATED':<32}  {'JOB':>8}  {'CHANGE':<24}  {'STATUS':<10}  "
+        f"{'ATTEMPTS':>8}  REASON / ERROR"
+    )
+    for row in rows:
+        change = f"{row['old_status'] or '(new)'}->{row['new_status']}"
+        click.echo(
+            f"{row['id']:>8}  {row['created_at']:<32}  {row['job_id']:>8}  {change:<24}  "
+            f"{row['status']:<10}  {row['attempts']:>8}  "
+            f"{row['skip_reason'] or row['error'] or ''}"
+        )
+    if len(rows) == limit:
+        click.echo(f"older: --before {rows[-1]['id']}")
 
 
 @main.group()

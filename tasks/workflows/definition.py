@@ -46,7 +46,8 @@ ACTION_TYPES = ("webhook", "task", "notification")
 REFUSED_TASK_FAMILIES = ("workflows", "celery")
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*([smhd])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_KEYS = {
+# A workflow file's keys in the order a person reads them (jsonb keeps its own order).
+DOCUMENT_KEYS = (
     "name",
     "user_id",
     "trigger",
@@ -58,8 +59,8 @@ _KEYS = {
     "concurrency",
     "max_attempts",
     "active",
-    "secret",
-}
+)
+_KEYS = {*DOCUMENT_KEYS, "secret"}
 
 
 class DefinitionError(ValueError):
@@ -302,6 +303,7 @@ def _actions(  # noqa: PLR0912 (a branch per rule)
                 templates.check(
                     {k: action.get(k) for k in ("title", "body", "user_id")}, where, columns
                 )
+        # Both name the part they refuse; callers need only catch DefinitionError.
         except (templates.TemplateError, WebhookRefusedError) as exc:
             raise DefinitionError(str(exc)) from None
         actions.append(dict(action))

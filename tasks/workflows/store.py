@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from db.models import User, Workflow, WorkflowExecution
 from tasks.workflows import conditions, templates, webhooks
-from tasks.workflows.definition import DefinitionError, parse
+from tasks.workflows.definition import DOCUMENT_KEYS, DefinitionError, parse
 from tasks.workflows.matching import trigger_data
 from tasks.workflows.sources import SOURCES
 from worker.errors import PermanentError
@@ -66,8 +66,9 @@ def get(session: Session, workflow_id: int, *, user_id: int | None = None) -> Wo
 
 
 def set_active(session: Session, workflow_id: int, active: bool) -> Workflow:
-    """Enable or disable; a disabled workflow's changes are no longer even recorded, and
-    its executions not yet run are skipped when their turn comes."""
+    """Turn the workflow on or off. Off, the status trigger stops recording changes for it
+    (unless another active workflow wants them), changes already recorded no longer
+    match it, and its pending executions are skipped when they come to run."""
     workflow = get(session, workflow_id)
     workflow.active = active
     workflow.definition = {**workflow.definition, "active": active}
@@ -90,7 +91,7 @@ def describe(session: Session, workflow: Workflow, now: dt.datetime) -> dict[str
     )
     return {
         "id": workflow.id,
-        **workflow.definition,
+        **{key: workflow.definition[key] for key in DOCUMENT_KEYS if key in workflow.definition},
         "on_statuses": workflow.on_statuses,
         "created_by": workflow.created_by,
         "created_at": workflow.created_at.isoformat(),
@@ -100,6 +101,7 @@ def describe(session: Session, workflow: Workflow, now: dt.datetime) -> dict[str
 
 
 def listing(session: Session, *, user_id: int | None = None) -> list[dict[str, Any]]:
+    """Every workflow (with ``user_id``, that user's), by id: what a list shows of each."""
     query = select(Workflow).order_by(Workflow.id)
     if user_id is not None:
         query = query.where(Workflow.user_id == user_id)
@@ -188,6 +190,15 @@ def dry_run(
         "actions": actions,
         "sent": False,
     }
+
+
+def try_on_job(
+    session: Session, workflow_id: int, job_id: int, now: dt.datetime, cipher: SecretCipher
+) -> dict[str, Any]:
+    """``dry_run`` of workflow ``workflow_id`` on job ``job_id``, its webhooks signed with the
+    workflow's own secret (so the signature shown is what its receiver checks against)."""
+    workflow = get(session, workflow_id)
+    return dry_run(session, workflow, job_id, now, cipher.decrypt(workflow.secret_encrypted))
 
 
 def _would_send(

@@ -209,11 +209,24 @@ WITH gone AS (
 SELECT (SELECT count(*) FROM gone) AS executions, (SELECT count(*) FROM changes) AS changes
 
 -- name: status_summary
+-- The status report's last day of executions, by status (ix_automation_execution_logs_created_at).
 SELECT status, count(*) AS executions FROM automation_execution_logs
 WHERE created_at > :since GROUP BY status
 
 -- name: oldest_pending
-SELECT min(created_at) FROM automation_execution_logs WHERE status = 'pending'
+-- Reads only the rows still to do (the partial index ix_automation_execution_logs_active).
+-- OFFSET 0 keeps the planner from answering min() by walking the created_at index from the
+-- oldest row until a pending one turns up: in a backlog the pending rows are the newest,
+-- behind a month of finished ones.
+SELECT min(created_at) FROM (
+    SELECT created_at FROM automation_execution_logs WHERE status = 'pending' OFFSET 0
+) AS pending
 
 -- name: unmatched_changes
-SELECT count(*), min(changed_at) FROM job_status_changes WHERE matched_at IS NULL
+-- Changes the dispatcher has not matched yet (the partial index ix_job_status_changes_unmatched).
+SELECT count(*) AS changes, min(changed_at) AS oldest FROM job_status_changes
+WHERE matched_at IS NULL
+
+-- name: workflow_counts
+SELECT count(*) FILTER (WHERE active) AS active, count(*) FILTER (WHERE NOT active) AS inactive
+FROM automation_workflows

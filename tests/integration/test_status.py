@@ -22,6 +22,8 @@ from db.models import (
     User,
 )
 from tasks.automation.status import build_status
+from tests import factories as f
+from tests.integration.test_workflows import workflow
 from worker.cli import main, render_status
 from worker.schedules.store import set_entry
 from worker.schedules.timing import Timing
@@ -290,3 +292,88 @@ def test_the_status_command_prints_a_readable_summary() -> None:
     assert outcome.exit_code == 0, outcome.output
     assert "background tasks: 0" in outcome.output
     assert "trending:         0 tracks; last calculated never" in outcome.output
+
+
+def test_workflows_report_the_days_executions_by_status_and_what_waits(
+    session: Any, app: Any
+) -> None:
+    active = workflow(session, app)
+    workflow(session, app, active=False)
+    hour = dt.timedelta(hours=1)
+    f.execution(session, active, "pending", NOW - 2 * hour)
+    f.execution(session, active, "pending", NOW - dt.timedelta(minutes=5))
+    f.execution(session, active, "processing", NOW - hour)
+    f.execution(session, active, "completed", NOW - 3 * hour)
+    f.execution(session, active, "skipped", NOW - 3 * hour, skip_reason="duplicate")
+    f.execution(session, active, "failed", NOW - 30 * hour)  # before the day counted
+    f.status_change(session, 7, "completed", NOW - dt.timedelta(seconds=90))
+    f.status_change(session, 8, "completed", NOW - dt.timedelta(seconds=30))
+    f.status_change(session, 9, "failed", NOW - 2 * hour, matched_at=NOW - 2 * hour)
+
+    report = build_status(session, app, NOW)["workflows"]
+
+    assert report == {
+        "executions_24h": {
+            "pending": 2,
+            "processing": 1,
+            "completed": 1,
+            "failed": 0,
+            "skipped": 1,
+        },
+        "oldest_pending": (NOW - 2 * hour).isoformat(),
+        "oldest_pending_age_seconds": 7200.0,
+        "unmatched_changes": 2,
+        "oldest_unmatched": (NOW - dt.timedelta(seconds=90)).isoformat(),
+        "workflows": {"active": 1, "inactive": 1},
+    }
+
+
+def test_workflows_with_nothing_to_report_have_every_key_zero_or_null(
+    session: Any, app: Any
+) -> None:
+    report = build_status(session, app, NOW)
+
+    assert report["workflows"] == {
+        "executions_24h": {
+            "pending": 0,
+            "processing": 0,
+            "completed": 0,
+            "failed": 0,
+            "skipped": 0,
+        },
+        "oldest_pending": None,
+        "oldest_pending_age_seconds": None,
+        "unmatched_changes": 0,
+        "oldest_unmatched": None,
+        "workflows": {"active": 0, "inactive": 0},
+    }
+
+
+def test_the_readable_status_shows_the_workflows_counts_and_what_waits(
+    session: Any, app: Any
+) -> None:
+    report = build_status(session, app, NOW)
+    report["workflows"] |= {
+        "executions_24h": {
+            "pending": 2,
+            "processing": 1,
+            "completed": 40,
+            "failed": 3,
+            "skipped": 9,
+        },
+        "oldest_pending": (NOW - dt.timedelta(minutes=2)).isoformat(),
+        "oldest_pending_age_seconds": 120.0,
+        "unmatched_changes": 4,
+        "oldest_unmatched": (NOW - dt.timedelta(seconds=5)).isoformat(),
+        "workflows": {"active": 2, "inactive": 1},
+    }
+
+    text = render_status({**report, "queues": {}})
+
+    assert (
+        "workflows:        2 active, 1 inactive; executions (24 h): pending 2, processing 1, "
+        "completed 40, failed 3, skipped 9\n"
+        f"  oldest pending: 120 s (since {(NOW - dt.timedelta(minutes=2)).isoformat()}); "
+        "changes awaiting the dispatcher 4 "
+        f"(oldest {(NOW - dt.timedelta(seconds=5)).isoformat()})" in text
+    )

@@ -320,3 +320,21 @@ def test_the_dry_run_says_which_conditions_hold_and_what_would_be_sent(
     }
     assert report["sent"] is False
     assert session.scalars(select(WorkflowExecution)).all() == []
+
+
+def test_a_webhook_url_that_may_not_be_posted_to_is_a_definition_error_naming_it(
+    session: Any, app: Any
+) -> None:
+    with pytest.raises(DefinitionError, match=r"actions\[0\]\.url: 'ftp://host/x' is not"):
+        workflow(session, app, actions=[{"type": "webhook", "url": "ftp://host/x"}])
+
+
+def test_disabling_a_workflow_turns_it_off_in_its_row_and_in_its_definition(
+    session: Any, app: Any
+) -> None:
+    workflow_id = workflow(session, app)
+
+    disabled = store.set_active(session, workflow_id, False)
+
+    assert disabled.active is False
+    assert disabled.definition["active"] is False
