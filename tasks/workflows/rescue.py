@@ -51,3 +51,13 @@ def rescue_executions(
         "executions_requeued": requeued,
         "executions_republished": republished,
     }
+
+
+def republish_after_broker_reset(session: Session, noticed_at: dt.datetime) -> int:
+    """Fresh messages for executions published or claimed before Redis lost its data."""
+    republished = len(
+        session.execute(SQL["republish_after_broker_reset"], {"noticed_at": noticed_at}).all()
+    )
+    if republished:
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": JOB_STATUS_CHANGES})
+    return republished

@@ -183,6 +183,22 @@ SET enqueued_at = NULL
 WHERE status = 'pending' AND enqueued_at < :lost_before AND run_after < :lost_before
 RETURNING id
 
+-- name: republish_after_broker_reset
+-- Redis lost its data: executions published or claimed before the loss was noticed lost
+-- their messages. Fresh ones (the NOTIFY at commit wakes the dispatcher); a surviving
+-- message finds its execution claimed by the fresh one, or the other way round, and the
+-- actions already recorded as done are not run again.
+UPDATE automation_execution_logs
+SET status = 'pending', enqueued_at = NULL,
+    run_after = CASE WHEN status = 'processing' THEN now() ELSE run_after END,
+    error = CASE WHEN status = 'processing'
+        THEN format('its message was lost with Redis''s data during attempt %s; requeued',
+                    attempts)
+        ELSE error END
+WHERE (status = 'pending' AND enqueued_at < :noticed_at)
+   OR (status = 'processing' AND started_at < :noticed_at)
+RETURNING id
+
 -- name: processing_hosts
 SELECT DISTINCT worker_host FROM automation_execution_logs
 WHERE status = 'processing' AND worker_host IS NOT NULL

@@ -16,6 +16,7 @@ from tasks.automation.status import public_task_names
 from tasks.workflows import store
 from tasks.workflows.definition import DefinitionError
 from tasks.workflows.matching import match_changes
+from tasks.workflows.rescue import republish_after_broker_reset
 from tests import factories as f
 from tests.enrichment_support import cipher
 from tests.integration.test_ledger import plain_sql
@@ -338,3 +339,26 @@ def test_disabling_a_workflow_turns_it_off_in_its_row_and_in_its_definition(
 
     assert disabled.active is False
     assert disabled.definition["active"] is False
+
+
+def test_after_redis_lost_its_data_executions_published_or_claimed_before_get_fresh_messages(
+    session: Any, app: Any
+) -> None:
+    workflow_id = workflow(session, app)
+    reset_at = NOW
+    waiting = f.execution(
+        session, workflow_id, "pending", NOW, enqueued_at=reset_at - dt.timedelta(minutes=1)
+    )
+    running = f.execution(
+        session, workflow_id, "processing", NOW, started_at=reset_at - dt.timedelta(seconds=5)
+    )
+    later = f.execution(
+        session, workflow_id, "pending", NOW, enqueued_at=reset_at + dt.timedelta(seconds=1)
+    )
+
+    republished = republish_after_broker_reset(session, reset_at)
+
+    session.expire_all()
+    assert republished == 2
+    assert [(r.status, r.enqueued_at) for r in (waiting, running)] == [("pending", None)] * 2
+    assert later.enqueued_at is not None  # published after the reset: its message is there
