@@ -22,7 +22,6 @@ from db.models import (
     SmartPlaylist,
     TaskRun,
     TrendingTrack,
-    UploadJob,
     Workflow,
     WorkflowExecution,
 )
@@ -514,30 +513,12 @@ def stored_workflow(user_id: int | None = None) -> int:
 
 def upload(user_id: int, status: str = "completed") -> int:
     with session_scope() as session:
-        job = UploadJob(user_id=user_id, status=status)
-        session.add(job)
-        session.flush()
-        return job.id
+        return factories.upload(session, user_id, status).id
 
 
-def execution(workflow_id: int, job_id: int, status: str, change_id: int) -> int:
+def execution(workflow_id: int, job_id: int, status: str) -> int:
     with session_scope() as session:
-        row = WorkflowExecution(
-            workflow_id=workflow_id,
-            change_id=change_id,
-            source="upload_jobs",
-            job_id=job_id,
-            new_status="completed",
-            trigger_data={},
-            status=status,
-            idempotency_key=f"key-{change_id}",
-            chain=[workflow_id],
-            attempts=5 if status == "failed" else 0,
-            max_attempts=5,
-            error="503 from the receiver" if status == "failed" else None,
-        )
-        session.add(row)
-        session.flush()
+        row = factories.execution(session, workflow_id, status, NOW, job_id=job_id)
         return row.id
 
 
@@ -772,7 +753,7 @@ def test_workflow_logs_come_newest_first_a_page_at_a_time(base_url: str) -> None
     me, token = listener()
     workflow_id = stored_workflow(me)
     job = upload(me)
-    ids = [execution(workflow_id, job, "completed", change_id=n) for n in range(3)]
+    ids = [execution(workflow_id, job, "completed") for _ in range(3)]
     owner = client(base_url, token)
     logs = f"/api/automation/workflows/{workflow_id}/logs"
 
@@ -788,7 +769,7 @@ def test_workflow_logs_come_newest_first_a_page_at_a_time(base_url: str) -> None
 def test_retry_puts_a_failed_workflow_execution_back_to_pending(base_url: str) -> None:
     me, _ = listener()
     workflow_id = stored_workflow(me)
-    failed = execution(workflow_id, upload(me), "failed", change_id=1)
+    failed = execution(workflow_id, upload(me), "failed")
 
     answer = client(base_url, token_for("admin")).post(f"/api/automation/retry/workflow/{failed}")
 
@@ -803,7 +784,7 @@ def test_retry_puts_a_failed_workflow_execution_back_to_pending(base_url: str) -
 @pytest.mark.broker_independent
 def test_retry_of_a_workflow_execution_that_has_not_failed_is_a_conflict(base_url: str) -> None:
     me, _ = listener()
-    done = execution(stored_workflow(me), upload(me), "completed", change_id=1)
+    done = execution(stored_workflow(me), upload(me), "completed")
 
     answer = client(base_url, token_for("admin")).post(f"/api/automation/retry/workflow/{done}")
 
