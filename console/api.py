@@ -1,5 +1,5 @@
 """The HTTP API under ``/api/automation``: status and triggers, trending, smart
-playlists, schedules, runs, dead letters and the audit log. Bearer tokens only
+playlists, schedules, runs, dead letters, the audit log and event workflows. Bearer tokens only
 (``console.auth``); every change is recorded in the audit log with who and from where.
 
 Handlers are plain ``def``: FastAPI runs them in its thread pool, where the synchronous
@@ -12,13 +12,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from console.accounts import Principal, audit
 from console.auth import ConsoleDep, address, require
+from console.context import Console
 from db.models import PLAYLIST_TYPES, AdminAudit, DeadLetter, TaskRun
 from db.queries import queries
 from db.session import session_scope
@@ -32,10 +33,13 @@ from tasks.automation.operations import (
 from tasks.automation.status import (
     UnknownTriggerError,
     collect_status,
+    public_task_names,
     resolve_trigger,
     send_trigger,
     valid_triggers,
 )
+from tasks.workflows import store as workflow_store
+from tasks.workflows.definition import DefinitionError
 from worker.arguments import validate_arguments
 from worker.errors import InvalidArgumentsError
 from worker.schedules.store import (
@@ -47,6 +51,7 @@ from worker.schedules.store import (
     set_paused,
 )
 from worker.schedules.timing import MissedPolicy, ScheduleError, Timing
+from worker.secrets import SecretCipher, SecretKeyError
 
 router = APIRouter(prefix="/api/automation", tags=["automation"])
 SQL = queries("console", "console")
@@ -56,6 +61,7 @@ Admin = Annotated[Principal, Depends(require("admin"))]
 Triggerer = Annotated[Principal, Depends(require("trigger"))]
 Caller = Annotated[Principal, Depends(require("any"))]
 Regenerator = Annotated[Principal, Depends(require("regenerate"))]
+WorkflowEditor = Annotated[Principal, Depends(require("workflows"))]
 PlaylistType = Literal["daily_mix", "discovery_weekly", "new_for_you", "forgotten_favorites"]
 assert set(get_args(PlaylistType)) == set(PLAYLIST_TYPES)
 
@@ -462,7 +468,11 @@ def dead_letters(_: Reader, limit: Limit = 50, before: int | None = None) -> dic
     return _page(items, limit)
 
 
-@router.post("/retry/{kind}/{row_id}", summary="Retry a failed row (admin); kind: ledger")
+@router.post(
+    "/retry/{kind}/{row_id}",
+    summary="Retry a failed row (admin); kind: ledger (a background task) or workflow (an "
+    "execution: actions that had succeeded are not run again)",
+)
 def retry_row(kind: str, row_id: int, request: Request, who: Admin) -> dict[str, Any]:
     try:
         with session_scope() as session:
@@ -492,3 +502,191 @@ def audit_log(_: Admin, limit: Limit = 50, before: int | None = None) -> dict[st
             for row in session.scalars(query)
         ]
     return _page(items, limit)
+
+
+# Workflows (``tasks.workflows``): an admin or a viewer sees every one, a user token only its
+# user's. Someone else's workflow is "not found" to a user token, never "forbidden", which
+# would tell that it exists.
+
+
+def _owner(who: Principal) -> int | None:
+    """Whose workflows the caller may see and change: a user token its user's; an admin or a
+    viewer anyone's (None). What a role may do at all is the route's ``require``."""
+    if who.role == "user":
+        assert who.user_id is not None
+        return who.user_id
+    if not who.may("read"):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {who.role!r} may not read")
+    return None
+
+
+def _workflow_call(fn: Any) -> Any:
+    try:
+        return fn()
+    except workflow_store.UnknownWorkflowError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except DefinitionError as exc:
+        raise _bad_request(str(exc)) from None
+    except SecretKeyError as exc:  # TOKEN_ENCRYPTION_KEY missing or replaced: ours to fix
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+
+
+def _cipher(ctx: Console) -> SecretCipher:
+    result: SecretCipher = _workflow_call(lambda: SecretCipher.from_settings(ctx.settings))
+    return result
+
+
+@router.get("/workflows", summary="Workflows (a user token: its user's)")
+def workflows(who: Caller) -> dict[str, Any]:
+    owner = _owner(who)
+    with session_scope() as session:
+        return {"workflows": workflow_store.listing(session, user_id=owner)}
+
+
+@router.post(
+    "/workflows",
+    status_code=status.HTTP_201_CREATED,
+    summary="Add a workflow (admin, or a user token for its own user); answers its signing "
+    "secret, this once",
+    responses={
+        400: {"description": "The workflow file is not valid; the error names the bad part"},
+        403: {"description": "A user token naming another user"},
+    },
+)
+def create_workflow(
+    body: Annotated[
+        dict[str, Any],
+        Body(description="The workflow file (tasks/workflows/definition.py shows one)."),
+    ],
+    request: Request,
+    ctx: ConsoleDep,
+    who: WorkflowEditor,
+) -> dict[str, Any]:
+    data = dict(body)
+    if who.role == "user":
+        if data.get("user_id") not in (None, who.user_id):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, "a user token makes workflows only for its own user"
+            )
+        data["user_id"] = who.user_id
+    cipher = _cipher(ctx)
+
+    def change() -> dict[str, Any]:
+        with session_scope() as session:
+            workflow_id, secret = workflow_store.create(
+                session,
+                data,
+                created_by=who.name,
+                known_tasks=public_task_names(ctx.celery),
+                allowed_hosts=ctx.settings.webhook_hosts,
+                cipher=cipher,
+                self_service=who.role == "user",
+            )
+            workflow = workflow_store.get(session, workflow_id)
+            # The stored definition: the secret, if the file gave one, is not in it.
+            audit(
+                session,
+                who.name,
+                "workflow.create",
+                f"workflow:{workflow_id}",
+                workflow.definition,
+                address(request),
+            )
+            return {
+                "workflow": workflow_store.describe(session, workflow, _now()),
+                "secret": secret,
+            }
+
+    result: dict[str, Any] = _workflow_call(change)
+    return result
+
+
+@router.get("/workflows/{workflow_id}", summary="A workflow and its last day's executions")
+def workflow(workflow_id: int, who: Caller) -> dict[str, Any]:
+    owner = _owner(who)
+
+    def read() -> dict[str, Any]:
+        with session_scope() as session:
+            found = workflow_store.get(session, workflow_id, user_id=owner)
+            return workflow_store.describe(session, found, _now())
+
+    result: dict[str, Any] = _workflow_call(read)
+    return result
+
+
+def _set_active(workflow_id: int, active: bool, request: Request, who: Principal) -> dict[str, Any]:
+    owner = _owner(who)
+
+    def change() -> dict[str, Any]:
+        with session_scope() as session:
+            workflow_store.get(session, workflow_id, user_id=owner)
+            changed = workflow_store.set_active(session, workflow_id, active)
+            action = "workflow.enable" if active else "workflow.disable"
+            audit(session, who.name, action, f"workflow:{workflow_id}", {}, address(request))
+            return workflow_store.describe(session, changed, _now())
+
+    result: dict[str, Any] = _workflow_call(change)
+    return result
+
+
+@router.post(
+    "/workflows/{workflow_id}/enable",
+    summary="Let a workflow fire again (admin, or the owner's user token)",
+)
+def enable_workflow(workflow_id: int, request: Request, who: WorkflowEditor) -> dict[str, Any]:
+    return _set_active(workflow_id, True, request, who)
+
+
+@router.post(
+    "/workflows/{workflow_id}/disable",
+    summary="Stop a workflow firing (admin, or the owner's user token)",
+)
+def disable_workflow(workflow_id: int, request: Request, who: WorkflowEditor) -> dict[str, Any]:
+    return _set_active(workflow_id, False, request, who)
+
+
+class DryRunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: int = Field(description="A job of the workflow's source (and of its user, if any).")
+
+
+@router.post(
+    "/workflows/{workflow_id}/test",
+    summary="What the workflow would do if the job changed to its status now: which "
+    "conditions hold, what each action would send. Nothing is sent or written. (admin, or "
+    "the owner's user token)",
+)
+def try_workflow(
+    workflow_id: int, body: DryRunRequest, ctx: ConsoleDep, who: WorkflowEditor
+) -> dict[str, Any]:
+    owner = _owner(who)
+    cipher = _cipher(ctx)
+
+    def dry_run() -> dict[str, Any]:
+        with session_scope() as session:
+            found = workflow_store.get(session, workflow_id, user_id=owner)
+            secret = cipher.decrypt(found.secret_encrypted)
+            return workflow_store.dry_run(session, found, body.job_id, _now(), secret)
+
+    result: dict[str, Any] = _workflow_call(dry_run)
+    return result
+
+
+@router.get(
+    "/workflows/{workflow_id}/logs",
+    summary="A workflow's executions, skips with their reasons included, newest first",
+)
+def workflow_logs(
+    workflow_id: int, who: Caller, limit: Limit = 50, before: int | None = None
+) -> dict[str, Any]:
+    owner = _owner(who)
+
+    def read() -> dict[str, Any]:
+        with session_scope() as session:
+            workflow_store.get(session, workflow_id, user_id=owner)
+            items = workflow_store.logs(session, workflow_id, limit=limit, before=before)
+        return _page(items, limit)
+
+    result: dict[str, Any] = _workflow_call(read)
+    return result

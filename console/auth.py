@@ -79,6 +79,7 @@ def require(need: str) -> Callable[..., Principal]:
                     "trigger": "admin or service",
                     "any": "a token",
                     "regenerate": "admin or a user token",
+                    "workflows": "admin or a user token",
                 }[need]
                 + ")",
             )

@@ -12,7 +12,8 @@ from three places:
   as a counter reset).
 - PostgreSQL, without a full scan (the target is 50 ms at 10M plays, measured by
   ``bench/metrics_scrape.py``): see ``tasks.monitoring.readings``. Counts over few rows use
-  their indexes (active and failed ledger rows, stale ones, an entry's newest fires);
+  their indexes (active and failed ledger rows, stale ones, an entry's newest fires,
+  workflow executions to do or failed in the last day, status changes not yet matched);
   completed ledger rows and listens by enrichment status, which only a whole-table count
   would give exactly, are the planner's estimates (``*_estimated``), as fresh as the last
   ANALYZE (a status too rare to be among a column's common values reads 0).
@@ -239,6 +240,7 @@ class AutomationCollector(Collector):
             metrics += [by_status, backlog, coverage, progress]
 
             metrics += self._schedule(session, now)
+            metrics += self._workflows(session, now)
         yield from metrics
 
     def _schedule(self, session: Any, now: dt.datetime) -> list[Metric]:
@@ -274,6 +276,43 @@ class AutomationCollector(Collector):
             failing.add_metric(key, entry.failures_in_a_row)
             paused.add_metric(key, int(entry.paused))
         return [success, fired, due, failing, paused]
+
+    def _workflows(self, session: Any, now: dt.datetime) -> list[Metric]:
+        health = readings.workflow_health(session, now)
+        executions = gauge(
+            "workflow_executions", "Workflow executions still to do, by status.", ["status"]
+        )
+        executions.add_metric(["pending"], health.pending)
+        executions.add_metric(["processing"], health.processing)
+        return [
+            executions,
+            single(
+                "workflow_executions_failed_24h",
+                "Workflow executions of the last 24 h that failed (a retried one leaves).",
+                health.failed_24h,
+            ),
+            single(
+                "workflow_oldest_pending_age_seconds",
+                "How long the longest-waiting due execution has waited (0: none); one held "
+                "back by a retry's backoff or a debounce is not waiting.",
+                _age(now, health.oldest_due_at),
+            ),
+            single(
+                "workflow_unmatched_changes",
+                "Job status changes the workflows' dispatcher has not matched yet.",
+                health.unmatched,
+            ),
+            single(
+                "workflow_unmatched_oldest_age_seconds",
+                "Age of the oldest status change not matched yet (0: none); minutes mean no "
+                "dispatcher runs (no worker consumes the workflows queue).",
+                _age(now, health.oldest_unmatched_at),
+            ),
+        ]
+
+
+def _age(now: dt.datetime, since: dt.datetime | None) -> float:
+    return 0.0 if since is None else max(0.0, (now - since).total_seconds())
 
 
 def render(ctx: Console) -> bytes:

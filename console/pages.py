@@ -1,5 +1,6 @@
 """The status page under ``/console``: sign-in, the whole status report on one page, and
-an admin's buttons (trigger, pause and resume a schedule entry, retry a failed ledger row).
+an admin's buttons (trigger, pause and resume a schedule entry, retry a failed ledger row
+or workflow execution).
 
 Server-rendered HTML and plain forms, no script: the page works in any browser and has
 nothing to build. Handlers are thin: the session cookie and CSRF checks are
@@ -35,7 +36,7 @@ from sqlalchemy.orm import Session
 from console import accounts
 from console.auth import SESSION_COOKIE, ConsoleDep, address, csrf_token, csrf_valid
 from console.context import Console
-from db.models import BackgroundTask, DeadLetter, TaskRun
+from db.models import BackgroundTask, DeadLetter, TaskRun, Workflow, WorkflowExecution
 from db.session import session_scope
 from tasks.automation import operations
 from tasks.automation.status import (
@@ -61,6 +62,10 @@ RECENT_RUNS = 20
 RECENT_FAILURES = 10
 FAILED_LEDGER_ROWS = 10
 DEAD_LETTERS = 5
+FAILED_EXECUTIONS = 10
+# Failed executions are looked for this far back: the window keeps the query on the
+# created_at index however rare failures are among the executions.
+FAILED_EXECUTIONS_WINDOW = dt.timedelta(days=7)
 RUN_FAILURES = ("failure", "lost", "refused")
 MAX_USERNAME = 64  # as accounts.create_admin allows
 MAX_PASSWORD = 1024
@@ -128,6 +133,55 @@ def failed_ledger_rows(session: Session, n: int = FAILED_LEDGER_ROWS) -> list[di
     ]
 
 
+def failed_workflow_executions(
+    session: Session, now: dt.datetime, n: int = FAILED_EXECUTIONS
+) -> list[dict[str, Any]]:
+    """The newest ``n`` workflow executions that failed in the last week, with their
+    workflow's name: each can be retried from the page."""
+    rows = session.execute(
+        select(WorkflowExecution, Workflow.name)
+        .join(Workflow, Workflow.id == WorkflowExecution.workflow_id)
+        .where(
+            WorkflowExecution.status == "failed",
+            WorkflowExecution.created_at > now - FAILED_EXECUTIONS_WINDOW,
+        )
+        .order_by(WorkflowExecution.created_at.desc(), WorkflowExecution.id.desc())
+        .limit(n)
+    )
+    return [
+        {
+            "id": row.id,
+            "workflow_id": row.workflow_id,
+            "workflow": name,
+            "source": row.source,
+            "job_id": row.job_id,
+            "new_status": row.new_status,
+            "attempts": row.attempts,
+            "finished_at": _iso(row.finished_at),
+            "error": (row.error or "")[:300] or None,
+        }
+        for row, name in rows
+    ]
+
+
+def workflows_summary(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The report's workflows section with every part the page shows present, or None
+    without one (a report from before workflows, or one whose section failed)."""
+    section = report.get("workflows")
+    if not isinstance(section, dict):
+        return None
+    workflows = section.get("workflows")
+    return {
+        "executions_24h": section.get("executions_24h") or {},
+        "oldest_pending": section.get("oldest_pending"),
+        "oldest_pending_age_seconds": section.get("oldest_pending_age_seconds"),
+        "unmatched_changes": section.get("unmatched_changes"),
+        "oldest_unmatched": section.get("oldest_unmatched"),
+        "active": workflows.get("active") if isinstance(workflows, dict) else None,
+        "inactive": workflows.get("inactive") if isinstance(workflows, dict) else None,
+    }
+
+
 def latest_dead_letters(session: Session, n: int = DEAD_LETTERS) -> list[dict[str, Any]]:
     rows = session.scalars(
         select(DeadLetter).order_by(DeadLetter.received_at.desc(), DeadLetter.id.desc()).limit(n)
@@ -146,11 +200,14 @@ def latest_dead_letters(session: Session, n: int = DEAD_LETTERS) -> list[dict[st
 def page_data(session: Session, ctx: Console, now: dt.datetime) -> dict[str, Any]:
     """Everything the page shows: the status report and the lists beside it."""
     triggers = valid_triggers(ctx.celery)
+    report = collect_status(session, ctx.celery, now, ctx.settings.redis_url)
     return {
-        "report": collect_status(session, ctx.celery, now, ctx.settings.redis_url),
+        "report": report,
+        "workflows": workflows_summary(report),
         "recent_runs": recent_runs(session),
         "recent_failures": recent_failures(session),
         "failed_ledger": failed_ledger_rows(session),
+        "failed_executions": failed_workflow_executions(session, now),
         "dead_letters": latest_dead_letters(session),
         # Buttons for "all" and the short names; every task name in a list beside them.
         "trigger_buttons": [name for name in triggers if name in TRIGGER_ALIASES],
@@ -437,28 +494,34 @@ def pause_or_resume(
     return _back(ctx, f"{entry}: {'paused' if action == 'pause' else 'resumed'}.")
 
 
-@router.post("/retry/ledger/{row_id}")
-def retry_ledger(
+@router.post("/retry/{kind}/{row_id}")
+def retry(
     request: Request,
     ctx: ConsoleDep,
+    kind: str,
     row_id: int,
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
+    """Retry a failed ledger row or workflow execution (``operations.RETRY_KINDS``)."""
     who = acting(request, ctx, csrf)
     if isinstance(who, Response):
         return who
     try:
         # The dispatcher publishes the row once this transaction commits.
         with session_scope() as session:
-            done = operations.retry(session, "ledger", row_id)
+            done = operations.retry(session, kind, row_id)
             accounts.audit(
                 session,
                 who.principal.name,
                 "retry",
-                f"ledger:{row_id}",
+                f"{kind}:{row_id}",
                 done,
                 remote=address(request),
             )
     except PermanentError as exc:
         return _back(ctx, str(exc), ok=False)
+    if kind == "workflow":
+        return _back(
+            ctx, f"Workflow execution {row_id} (workflow {done['workflow_id']}): pending again."
+        )
     return _back(ctx, f"Ledger row {row_id} ({done['task_type']}): pending again.")

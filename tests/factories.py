@@ -9,7 +9,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from db.models import Artist, JobStatusChange, PlayHistory, Track, User, WorkflowExecution
+from db.models import (
+    Artist,
+    JobStatusChange,
+    PlayHistory,
+    Track,
+    UploadJob,
+    User,
+    WorkflowExecution,
+)
 
 MINUTE = 60_000
 
@@ -45,6 +53,13 @@ def plays(
         for at in when
     )
     session.flush()
+
+
+def upload(session: Session, user_id: int, status: str = "completed") -> UploadJob:
+    row = UploadJob(user_id=user_id, status=status)
+    session.add(row)
+    session.flush()
+    return row
 
 
 _change_ids = itertools.count(1)

@@ -69,3 +69,21 @@ SELECT e.name, e.task, e.cron, e.every_seconds, e.timezone, e.paused, e.not_befo
              ORDER BY f.slot DESC) AS recent_statuses
 FROM schedule_entries AS e
 ORDER BY e.name
+
+-- name: workflow_health
+-- Event workflows, each part an index probe or a count over the few rows an index picks:
+-- executions still to do (the partial ix_automation_execution_logs_active holds only
+-- these; the oldest due one is its first entry past 'pending'), executions of the last day
+-- that failed (the created_at index picks the day), and status changes the dispatcher has
+-- yet to match (the partial ix_job_status_changes_unmatched; the first recorded is the
+-- oldest).
+SELECT
+    (SELECT count(*) FROM automation_execution_logs WHERE status = 'pending') AS pending,
+    (SELECT count(*) FROM automation_execution_logs WHERE status = 'processing') AS processing,
+    (SELECT min(run_after) FROM automation_execution_logs
+     WHERE status = 'pending' AND run_after <= :now) AS oldest_due_at,
+    (SELECT count(*) FROM automation_execution_logs
+     WHERE created_at > :since AND status = 'failed') AS failed_24h,
+    (SELECT count(*) FROM job_status_changes WHERE matched_at IS NULL) AS unmatched,
+    (SELECT changed_at FROM job_status_changes WHERE matched_at IS NULL
+     ORDER BY id LIMIT 1) AS oldest_unmatched_at

@@ -128,5 +128,31 @@ def schedule_health(
     return health
 
 
+@dataclass(frozen=True)
+class WorkflowHealth:
+    pending: int
+    processing: int
+    # The longest-waiting pending execution that is due: one held back by a retry's
+    # backoff or a debounce is not waiting yet.
+    oldest_due_at: dt.datetime | None
+    failed_24h: int  # executions created in the last day that failed (and were not retried)
+    unmatched: int  # status changes the dispatcher has not matched yet
+    oldest_unmatched_at: dt.datetime | None
+
+
+def workflow_health(session: Session, now: dt.datetime) -> WorkflowHealth:
+    row = session.execute(
+        SQL["workflow_health"], {"now": now, "since": now - dt.timedelta(days=1)}
+    ).one()
+    return WorkflowHealth(
+        pending=int(row.pending),
+        processing=int(row.processing),
+        oldest_due_at=row.oldest_due_at,
+        failed_24h=int(row.failed_24h),
+        unmatched=int(row.unmatched),
+        oldest_unmatched_at=row.oldest_unmatched_at,
+    )
+
+
 def as_json(value: Any) -> Any:
     return value.isoformat() if isinstance(value, dt.datetime) else value

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from db.models import User, Workflow, WorkflowExecution
 from tasks.workflows import conditions, templates, webhooks
-from tasks.workflows.definition import DOCUMENT_KEYS, DefinitionError, parse
+from tasks.workflows.definition import DOCUMENT_KEYS, Definition, DefinitionError, parse
 from tasks.workflows.matching import trigger_data
 from tasks.workflows.sources import SOURCES
 from worker.errors import PermanentError
@@ -35,10 +35,16 @@ def create(
     known_tasks: Collection[str],
     allowed_hosts: Collection[str],
     cipher: SecretCipher,
+    self_service: bool = False,
 ) -> tuple[int, str]:
     """Save a new workflow; its id and its webhook signing secret (made here unless the
-    file gives one). ``DefinitionError`` names what is wrong with the file."""
+    file gives one). ``DefinitionError`` names what is wrong with the file.
+
+    ``self_service``: a listener makes it for themselves (a user token): see
+    ``check_self_service``."""
     definition = parse(data, known_tasks=known_tasks, allowed_hosts=allowed_hosts)
+    if self_service:
+        check_self_service(definition)
     if definition.user_id is not None and session.get(User, definition.user_id) is None:
         raise DefinitionError(f"user_id: there is no user {definition.user_id}")
     secret = definition.secret or secrets.token_urlsafe(32)
@@ -55,6 +61,25 @@ def create(
     session.add(workflow)
     session.flush()
     return workflow.id, secret
+
+
+def check_self_service(definition: Definition) -> None:
+    """What a listener may not put in their own workflow: a task (its arguments could name
+    anyone's data, which their token may not touch), or a notification to someone else.
+    Webhooks are theirs to point anywhere the allow-list permits: the jobs they carry are
+    the owner's own."""
+    if definition.user_id is None:
+        raise DefinitionError("user_id: a user's workflow is that user's; it cannot be null")
+    for index, action in enumerate(definition.actions):
+        where = f"actions[{index}]"
+        if action["type"] == "task":
+            raise DefinitionError(f"{where}: a user's own workflow may not run tasks")
+        if action["type"] == "notification" and action.get("user_id", "{job.user_id}") not in (
+            "{job.user_id}",
+            definition.user_id,
+            str(definition.user_id),
+        ):
+            raise DefinitionError(f"{where}.user_id: a user's own workflow notifies only them")
 
 
 def get(session: Session, workflow_id: int, *, user_id: int | None = None) -> Workflow:
@@ -161,7 +186,10 @@ def dry_run(
     # The table's name comes from the registry of sources, never from the caller.
     statement = text(f"SELECT to_jsonb(j) FROM {source.table} AS j WHERE j.id = :id")  # noqa: S608
     job = session.execute(statement, {"id": job_id}).scalar()
-    if job is None:
+    # A user's workflow only ever sees that user's jobs (matching), so it is tried on no
+    # other: nor does its owner learn, through it, of another user's job. The same
+    # answer as for no job at all.
+    if job is None or (workflow.user_id is not None and job.get("user_id") != workflow.user_id):
         raise UnknownWorkflowError(f"no job {job_id} in {source.table}")
     change = {
         "id": None,

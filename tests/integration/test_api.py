@@ -10,17 +10,32 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
+from pydantic import SecretStr
+from sqlalchemy import func, select
 
 from console.accounts import create_admin, issue_token, issue_user_token, token_digest
-from db.models import AdminAudit, ApiToken, BackgroundTask, SmartPlaylist, TaskRun, TrendingTrack
+from db.models import (
+    AdminAudit,
+    ApiToken,
+    BackgroundTask,
+    JobStatusChange,
+    SmartPlaylist,
+    TaskRun,
+    TrendingTrack,
+    Workflow,
+    WorkflowExecution,
+)
 from db.session import session_scope
 from tests import factories
+from tests.enrichment_support import TOKEN_KEY
+from tests.integration.test_workflows import HOOK, workflow
 from tests.support import serve_console
+from worker import app as celery_app
 from worker import liveness
 from worker.cli import main
 from worker.queues import QUEUE_NAMES
 from worker.redis_client import get_redis
+from worker.settings import get_settings
 
 pytestmark = pytest.mark.committed
 NOW = dt.datetime.now(dt.UTC)
@@ -28,7 +43,11 @@ NOW = dt.datetime.now(dt.UTC)
 
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
-    with serve_console() as url:
+    # Workflows keep their signing secrets encrypted, and post only to listed local hosts.
+    settings = get_settings().model_copy(
+        update={"token_encryption_key": SecretStr(TOKEN_KEY), "webhook_allowed_hosts": "127.0.0.1"}
+    )
+    with serve_console(settings) as url:
         yield url
 
 
@@ -95,7 +114,12 @@ def test_every_other_route_refuses_a_request_without_a_token(base_url: str) -> N
         if path in ("/healthz", "/readyz"):
             continue
         for method in methods:
-            url = path.replace("{name}", "x").replace("{kind}", "ledger").replace("{row_id}", "1")
+            url = (
+                path.replace("{name}", "x")
+                .replace("{kind}", "ledger")
+                .replace("{row_id}", "1")
+                .replace("{workflow_id}", "1")
+            )
             answer = anonymous.request(method.upper(), url)
             assert answer.status_code == 401, (method, path, answer.status_code)
             assert answer.headers["www-authenticate"] == "Bearer"
@@ -462,6 +486,311 @@ def test_the_cli_retries_a_failed_ledger_row() -> None:
         assert session.scalars(select(AdminAudit.action)).all() == ["retry"]
 
 
+# Workflows
+
+
+def workflow_file(**fields: Any) -> dict[str, Any]:
+    return {
+        "name": "tell the importer",
+        "trigger": {"type": "job_status_changed", "source": "upload_jobs"},
+        "conditions": {"all": [{"field": "new_status", "op": "eq", "value": "completed"}]},
+        "actions": [{"type": "webhook", "url": HOOK}],
+    } | fields
+
+
+def listener() -> tuple[int, str]:
+    """A user and their own token."""
+    with session_scope() as session:
+        user = factories.user(session)
+        token, _ = issue_user_token(session, user.id)
+        return user.id, token
+
+
+def stored_workflow(user_id: int | None = None) -> int:
+    with session_scope() as session:
+        return workflow(session, celery_app, user_id=user_id)
+
+
+def upload(user_id: int, status: str = "completed") -> int:
+    with session_scope() as session:
+        return factories.upload(session, user_id, status).id
+
+
+def execution(workflow_id: int, job_id: int, status: str) -> int:
+    with session_scope() as session:
+        row = factories.execution(session, workflow_id, status, NOW, job_id=job_id)
+        return row.id
+
+
+def audited(action: str) -> list[tuple[str, str | None]]:
+    with session_scope() as session:
+        rows = session.execute(
+            select(AdminAudit.actor, AdminAudit.target)
+            .where(AdminAudit.action == action)
+            .order_by(AdminAudit.id)
+        ).all()
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+@pytest.mark.broker_independent
+def test_an_admin_creates_a_workflow_and_is_shown_its_secret_only_then(base_url: str) -> None:
+    admin = client(base_url, token_for("admin", "alice"))
+
+    created = admin.post("/api/automation/workflows", json=workflow_file())
+
+    assert created.status_code == 201, created.json()
+    body = created.json()
+    assert len(body["secret"]) >= 32
+    assert body["workflow"]["name"] == "tell the importer"
+    assert body["workflow"]["active"] is True
+    shown = admin.get(f"/api/automation/workflows/{body['workflow']['id']}").json()
+    assert body["secret"] not in str(shown) and "secret" not in shown
+    assert audited("workflow.create") == [("alice", f"workflow:{body['workflow']['id']}")]
+
+
+@pytest.mark.broker_independent
+def test_the_secret_given_in_the_file_is_not_written_to_the_audit_log(base_url: str) -> None:
+    admin = client(base_url, token_for("admin"))
+
+    admin.post("/api/automation/workflows", json=workflow_file(secret="the-receiver-s-own-key"))
+
+    with session_scope() as session:
+        [detail] = session.scalars(
+            select(AdminAudit.detail).where(AdminAudit.action == "workflow.create")
+        ).all()
+    assert "the-receiver-s-own-key" not in str(detail)
+
+
+@pytest.mark.broker_independent
+def test_a_bad_workflow_file_is_refused_naming_the_bad_part_and_nothing_is_stored(
+    base_url: str,
+) -> None:
+    bad = workflow_file(conditions={"all": [{"field": "job.usr_id", "op": "eq", "value": 1}]})
+
+    answer = client(base_url, token_for("admin")).post("/api/automation/workflows", json=bad)
+
+    assert answer.status_code == 400
+    assert "conditions.all[0].field" in answer.json()["detail"]["error"]
+    with session_scope() as session:
+        assert session.scalars(select(Workflow)).all() == []
+
+
+@pytest.mark.broker_independent
+def test_a_webhook_to_a_host_outside_the_allow_list_is_refused(base_url: str) -> None:
+    inside = workflow_file(actions=[{"type": "webhook", "url": "http://10.0.0.5/hook"}])
+
+    answer = client(base_url, token_for("admin")).post("/api/automation/workflows", json=inside)
+
+    assert answer.status_code == 400
+    assert "actions[0].url" in answer.json()["detail"]["error"]
+
+
+@pytest.mark.broker_independent
+def test_a_user_token_creates_a_workflow_for_its_own_user(base_url: str) -> None:
+    user_id, token = listener()
+
+    answer = client(base_url, token).post("/api/automation/workflows", json=workflow_file())
+
+    assert answer.status_code == 201, answer.json()
+    assert answer.json()["workflow"]["user_id"] == user_id
+    assert answer.json()["workflow"]["created_by"] == f"user:{user_id}"
+
+
+@pytest.mark.broker_independent
+def test_a_user_token_may_not_create_a_workflow_for_another_user(base_url: str) -> None:
+    other, _ = listener()
+    _, token = listener()
+
+    answer = client(base_url, token).post(
+        "/api/automation/workflows", json=workflow_file(user_id=other)
+    )
+
+    assert answer.status_code == 403
+    with session_scope() as session:
+        assert session.scalars(select(Workflow)).all() == []
+
+
+@pytest.mark.broker_independent
+def test_a_user_token_may_not_make_a_workflow_that_runs_a_task(base_url: str) -> None:
+    _, token = listener()
+    # Its arguments could name any user: the token may act only on its own.
+    task = {"type": "task", "task": "playlists.generate", "kwargs": {"user_id": 1}}
+
+    answer = client(base_url, token).post(
+        "/api/automation/workflows", json=workflow_file(actions=[task])
+    )
+
+    assert answer.status_code == 400
+    assert "may not run tasks" in answer.json()["detail"]["error"]
+
+
+@pytest.mark.broker_independent
+def test_a_user_token_may_not_make_a_workflow_notifying_someone_else(base_url: str) -> None:
+    other, _ = listener()
+    _, token = listener()
+    note = {"type": "notification", "title": "hello", "user_id": other}
+
+    answer = client(base_url, token).post(
+        "/api/automation/workflows", json=workflow_file(actions=[note])
+    )
+
+    assert answer.status_code == 400
+    assert "actions[0].user_id" in answer.json()["detail"]["error"]
+
+
+@pytest.mark.broker_independent
+def test_a_user_token_lists_only_its_own_users_workflows(base_url: str) -> None:
+    me, token = listener()
+    other, _ = listener()
+    mine = stored_workflow(me)
+    stored_workflow(other)
+    stored_workflow(None)
+
+    listed = client(base_url, token).get("/api/automation/workflows").json()["workflows"]
+
+    assert [w["id"] for w in listed] == [mine]
+
+
+@pytest.mark.broker_independent
+def test_a_viewer_lists_every_workflow(base_url: str) -> None:
+    me, _ = listener()
+    ids = [stored_workflow(me), stored_workflow(None)]
+
+    listed = client(base_url, token_for("viewer")).get("/api/automation/workflows").json()
+
+    assert [w["id"] for w in listed["workflows"]] == ids
+
+
+@pytest.mark.broker_independent
+def test_someone_else_s_workflow_is_not_found_for_a_user_token(base_url: str) -> None:
+    other, _ = listener()
+    me, token = listener()
+    theirs = stored_workflow(other)
+    job = upload(me)
+    listener_client = client(base_url, token)
+    base = f"/api/automation/workflows/{theirs}"
+
+    answers = [
+        listener_client.get(base).status_code,
+        listener_client.get(f"{base}/logs").status_code,
+        listener_client.post(f"{base}/disable").status_code,
+        listener_client.post(f"{base}/enable").status_code,
+        listener_client.post(f"{base}/test", json={"job_id": job}).status_code,
+    ]
+
+    assert answers == [404] * 5
+    with session_scope() as session:
+        assert session.get(Workflow, theirs).active  # type: ignore[union-attr]
+
+
+@pytest.mark.broker_independent
+def test_the_owner_disables_and_enables_their_workflow_and_both_are_audited(
+    base_url: str,
+) -> None:
+    me, token = listener()
+    workflow_id = stored_workflow(me)
+    owner = client(base_url, token)
+
+    disabled = owner.post(f"/api/automation/workflows/{workflow_id}/disable")
+    enabled = owner.post(f"/api/automation/workflows/{workflow_id}/enable")
+
+    assert (disabled.json()["active"], enabled.json()["active"]) == (False, True)
+    target = f"workflow:{workflow_id}"
+    assert audited("workflow.disable") == [(f"user:{me}", target)]
+    assert audited("workflow.enable") == [(f"user:{me}", target)]
+
+
+@pytest.mark.broker_independent
+def test_a_disabled_workflow_records_no_status_change(base_url: str) -> None:
+    me, _ = listener()
+    workflow_id = stored_workflow(me)
+
+    client(base_url, token_for("admin")).post(f"/api/automation/workflows/{workflow_id}/disable")
+    upload(me)
+
+    with session_scope() as session:
+        assert session.get(Workflow, workflow_id).active is False  # type: ignore[union-attr]
+        assert session.scalar(select(func.count()).select_from(JobStatusChange)) == 0
+
+
+@pytest.mark.broker_independent
+def test_the_dry_run_shows_what_would_be_sent_and_sends_nothing(base_url: str) -> None:
+    me, token = listener()
+    workflow_id = stored_workflow(me)
+    job = upload(me)
+
+    answer = client(base_url, token).post(
+        f"/api/automation/workflows/{workflow_id}/test", json={"job_id": job}
+    )
+
+    assert answer.status_code == 200, answer.json()
+    report = answer.json()
+    assert report["conditions_hold"] is True and report["sent"] is False
+    [hook] = report["actions"]
+    assert hook["url"] == HOOK and hook["body"]["job_id"] == job
+    assert hook["signature"].startswith("sha256=")
+    with session_scope() as session:
+        assert session.scalars(select(WorkflowExecution)).all() == []
+
+
+@pytest.mark.broker_independent
+def test_a_user_s_dry_run_on_another_user_s_job_is_not_found(base_url: str) -> None:
+    me, token = listener()
+    other, _ = listener()
+    workflow_id = stored_workflow(me)
+    their_job = upload(other)
+
+    answer = client(base_url, token).post(
+        f"/api/automation/workflows/{workflow_id}/test", json={"job_id": their_job}
+    )
+
+    assert answer.status_code == 404
+    assert str(other) not in answer.text
+
+
+@pytest.mark.broker_independent
+def test_workflow_logs_come_newest_first_a_page_at_a_time(base_url: str) -> None:
+    me, token = listener()
+    workflow_id = stored_workflow(me)
+    job = upload(me)
+    ids = [execution(workflow_id, job, "completed") for _ in range(3)]
+    owner = client(base_url, token)
+    logs = f"/api/automation/workflows/{workflow_id}/logs"
+
+    first = owner.get(f"{logs}?limit=2").json()
+    last = owner.get(f"{logs}?limit=2&before={first['next_before']}").json()
+
+    assert [e["id"] for e in first["items"]] == [ids[2], ids[1]]
+    assert [e["id"] for e in last["items"]] == [ids[0]]
+    assert last["next_before"] is None
+
+
+@pytest.mark.broker_independent
+def test_retry_puts_a_failed_workflow_execution_back_to_pending(base_url: str) -> None:
+    me, _ = listener()
+    workflow_id = stored_workflow(me)
+    failed = execution(workflow_id, upload(me), "failed")
+
+    answer = client(base_url, token_for("admin")).post(f"/api/automation/retry/workflow/{failed}")
+
+    assert answer.status_code == 200, answer.json()
+    assert answer.json()["workflow_id"] == workflow_id
+    with session_scope() as session:
+        row = session.get(WorkflowExecution, failed)
+        assert row is not None and (row.status, row.attempts) == ("pending", 0)
+    assert ("admin-user", f"workflow:{failed}") in audited("retry")
+
+
+@pytest.mark.broker_independent
+def test_retry_of_a_workflow_execution_that_has_not_failed_is_a_conflict(base_url: str) -> None:
+    me, _ = listener()
+    done = execution(stored_workflow(me), upload(me), "completed")
+
+    answer = client(base_url, token_for("admin")).post(f"/api/automation/retry/workflow/{done}")
+
+    assert answer.status_code == 409
+
+
 # Who may call each route. A route missing here fails the test below: a new route must say.
 ALLOWED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/automation/trigger"): {"admin", "viewer"},
@@ -481,6 +810,14 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/automation/dead-letters"): {"admin", "viewer"},
     ("POST", "/api/automation/retry/{kind}/{row_id}"): {"admin"},
     ("GET", "/api/automation/audit"): {"admin"},
+    # A user token: its own user's workflows only (someone else's answer 404).
+    ("GET", "/api/automation/workflows"): {"admin", "viewer", "user"},
+    ("POST", "/api/automation/workflows"): {"admin", "user"},
+    ("GET", "/api/automation/workflows/{workflow_id}"): {"admin", "viewer", "user"},
+    ("POST", "/api/automation/workflows/{workflow_id}/enable"): {"admin", "user"},
+    ("POST", "/api/automation/workflows/{workflow_id}/disable"): {"admin", "user"},
+    ("POST", "/api/automation/workflows/{workflow_id}/test"): {"admin", "user"},
+    ("GET", "/api/automation/workflows/{workflow_id}/logs"): {"admin", "viewer", "user"},
 }
 
 
@@ -504,7 +841,7 @@ def test_each_route_answers_exactly_the_roles_it_names(base_url: str) -> None:
     for (method, path), allowed in ALLOWED.items():
         # Arguments that are wrong on purpose: an allowed caller gets 400, 404 or 422, and
         # nothing changes; a refused one gets 403 before any of that is looked at.
-        url = path.format(name="no-such-entry", kind="ledger", row_id=0)
+        url = path.format(name="no-such-entry", kind="ledger", row_id=0, workflow_id=0)
         for role, token in tokens.items():
             answer = client(base_url, token).request(
                 method, url, json={} if method in ("POST", "PUT") else None

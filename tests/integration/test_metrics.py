@@ -15,9 +15,16 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from console.accounts import create_admin, issue_token
-from db.models import BackgroundTask, DeadLetter, ScheduleFire, TaskRun
+from db.models import (
+    BackgroundTask,
+    DeadLetter,
+    ScheduleFire,
+    TaskRun,
+)
 from tasks.enrichment.spotify import rate_limiter
+from tests import factories
 from tests.enrichment_support import add_listens, new_user
+from tests.integration.test_workflows import workflow
 from tests.support import serve_console
 from worker import liveness
 from worker.schedules.store import set_entry
@@ -241,6 +248,65 @@ def test_runs_through_the_worker_are_counted_by_task_and_outcome_with_their_dura
     assert value(samples, "automation_task_run_duration_seconds_count", **task) == 2
     assert value(samples, "automation_task_run_duration_seconds_bucket", le="+Inf", **task) == 2
     assert 0 < value(samples, "automation_task_run_duration_seconds_sum", **task) < 60
+
+
+def workflow_fixture(session: Session, app: Any, now: dt.datetime) -> None:
+    """Two due pending executions (the older waiting 10 minutes), one held back by a
+    backoff, one processing, failures today and two days ago; three changes not matched
+    (the oldest 7 minutes old), one matched."""
+    owner = factories.user(session)
+    workflow_id = workflow(session, app)
+    job = factories.upload(session, owner.id).id
+    session.execute(text("DELETE FROM job_status_changes"))  # the upload's own change
+
+    def execution(status: str, created_at: dt.datetime = now, **fields: Any) -> None:
+        factories.execution(session, workflow_id, status, created_at, job_id=job, **fields)
+
+    execution("pending", run_after=now - dt.timedelta(minutes=10))
+    execution("pending", run_after=now - dt.timedelta(minutes=1))
+    execution("pending", run_after=now + HOUR)  # a retry's backoff: not late
+    execution("processing")
+    execution("failed")
+    execution("failed")
+    execution("failed", now - 48 * HOUR)
+    execution("completed")
+
+    def change(age: dt.timedelta, matched: bool = False) -> None:
+        matched_at = now if matched else None
+        factories.status_change(session, job, "completed", now - age, matched_at=matched_at)
+
+    change(dt.timedelta(minutes=30), matched=True)
+    change(dt.timedelta(minutes=7))
+    change(dt.timedelta(minutes=2))
+    change(dt.timedelta(seconds=5))
+
+
+def test_metrics_report_workflow_executions_and_unmatched_changes(
+    console: str, session: Session, app: Any
+) -> None:
+    token = token_for(session, "grafana-wf", "viewer")
+    now = dt.datetime.now(dt.UTC)
+    workflow_fixture(session, app, now)
+    session.commit()
+
+    samples = scrape(console, token)
+
+    assert value(samples, "automation_workflow_executions", status="pending") == 3
+    assert value(samples, "automation_workflow_executions", status="processing") == 1
+    assert value(samples, "automation_workflow_executions_failed_24h") == 2
+    assert 600 <= value(samples, "automation_workflow_oldest_pending_age_seconds") < 660
+    assert value(samples, "automation_workflow_unmatched_changes") == 3
+    assert 420 <= value(samples, "automation_workflow_unmatched_oldest_age_seconds") < 480
+
+
+def test_workflow_metrics_are_zero_with_nothing_to_do(console: str, session: Session) -> None:
+    token = token_for(session, "grafana-idle", "viewer")
+
+    samples = scrape(console, token)
+
+    assert value(samples, "automation_workflow_oldest_pending_age_seconds") == 0
+    assert value(samples, "automation_workflow_unmatched_oldest_age_seconds") == 0
+    assert value(samples, "automation_workflow_unmatched_changes") == 0
 
 
 def test_every_metric_the_alert_rules_and_the_dashboard_use_is_in_a_scrape(

@@ -16,10 +16,18 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from console import accounts
+from console import accounts, pages
 from console.auth import SESSION_COOKIE
-from db.models import AdminAudit, AdminUser, BackgroundTask, ScheduleChange, ScheduleEntry
+from db.models import (
+    AdminAudit,
+    AdminUser,
+    BackgroundTask,
+    ScheduleChange,
+    ScheduleEntry,
+    WorkflowExecution,
+)
 from tests import factories
+from tests.integration.test_workflows import workflow
 from tests.support import runs_of, serve_console, wait_for
 from worker.schedules.store import set_entry
 from worker.schedules.timing import Timing
@@ -450,3 +458,156 @@ def test_an_unknown_trigger_is_refused_on_the_page(session: Any, client: httpx.C
     client.post("/console/trigger", data={"task": "rm -rf", "csrf": page_csrf(client)})
 
     assert "Unknown task" in client.get("/console").text
+
+
+def failed_execution(session: Any, app: Any) -> WorkflowExecution:
+    owner = factories.user(session)
+    workflow_id = workflow(session, app, name="tell <the> importer")
+    job = factories.upload(session, owner.id)
+    row = factories.execution(
+        session,
+        workflow_id,
+        "failed",
+        dt.datetime.now(dt.UTC),
+        job_id=job.id,
+        attempts=5,
+        error="503 from the receiver",
+    )
+    session.commit()
+    return row
+
+
+def report_with(monkeypatch: pytest.MonkeyPatch, section: dict[str, Any] | None) -> None:
+    """The status report the page shows, its workflows section replaced (None: removed)."""
+    collect = pages.collect_status
+
+    def collect_status(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        report = collect(*args, **kwargs)
+        report.pop("workflows", None)
+        return report if section is None else report | {"workflows": section}
+
+    monkeypatch.setattr(pages, "collect_status", collect_status)
+
+
+@pytest.mark.broker_independent
+def test_the_workflows_panel_shows_the_report_s_workflows_section(
+    session: Any, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report_with(
+        monkeypatch,
+        {
+            "executions_24h": {"completed": 7, "failed": 2},
+            "oldest_pending": "2026-11-25T11:58:00+00:00",
+            "oldest_pending_age_seconds": 120.4,
+            "unmatched_changes": 3,
+            "oldest_unmatched": "2026-11-25T11:59:00+00:00",
+            "workflows": {"active": 4, "inactive": 1},
+        },
+    )
+    make_admin(session, "ada")
+    sign_in(client, "ada")
+
+    page = client.get("/console").text
+
+    assert "4 active, 1 inactive" in page
+    assert "Executions in 24 h: completed 7, failed 2." in page
+    assert "Oldest pending execution: 120 s (2026-11-25T11:58:00+00:00)" in page
+    assert "Status changes not yet matched: 3, oldest 2026-11-25T11:59:00+00:00" in page
+
+
+@pytest.mark.broker_independent
+def test_the_page_renders_without_a_workflows_section_in_the_report(
+    session: Any, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report_with(monkeypatch, None)
+    make_admin(session, "ada")
+    sign_in(client, "ada")
+
+    page = client.get("/console")
+
+    assert page.status_code == 200
+    assert "Not in this status report." in page.text
+
+
+@pytest.mark.broker_independent
+def test_the_page_renders_a_workflows_section_missing_its_parts(
+    session: Any, client: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    report_with(monkeypatch, {"unmatched_changes": 0})
+    make_admin(session, "ada")
+    sign_in(client, "ada")
+
+    page = client.get("/console")
+
+    assert page.status_code == 200
+    assert "? active, ? inactive" in page.text
+
+
+@pytest.mark.broker_independent
+def test_a_viewer_sees_failed_workflow_executions_without_a_retry_button(
+    session: Any, client: httpx.Client, app: Any
+) -> None:
+    row = failed_execution(session, app)
+    make_admin(session, "val", role="viewer")
+    sign_in(client, "val")
+
+    page = client.get("/console").text
+
+    assert f'data-workflow-execution="{row.id}"' in page
+    assert "tell &lt;the&gt; importer" in page  # a listener may name it: escaped
+    assert "/console/retry/workflow/" not in page
+
+
+@pytest.mark.broker_independent
+def test_retrying_a_failed_workflow_execution_puts_it_back_to_pending(
+    session: Any, client: httpx.Client, app: Any
+) -> None:
+    row = failed_execution(session, app)
+    make_admin(session, "ada")
+    sign_in(client, "ada")
+    page = client.get("/console")
+    assert f'action="/console/retry/workflow/{row.id}"' in page.text
+
+    response = client.post(f"/console/retry/workflow/{row.id}", data={"csrf": page_csrf(client)})
+
+    assert (response.status_code, response.headers["location"]) == (303, "/console")
+    assert f"Workflow execution {row.id} (workflow {row.workflow_id}): pending again." in (
+        client.get("/console").text
+    )
+    session.expire_all()
+    assert (row.status, row.attempts) == ("pending", 0)
+    assert session.execute(
+        select(AdminAudit.actor, AdminAudit.target).where(AdminAudit.action == "retry")
+    ).all() == [("ada", f"workflow:{row.id}")]
+
+
+@pytest.mark.broker_independent
+def test_retrying_a_workflow_execution_that_has_not_failed_says_why_and_changes_nothing(
+    session: Any, client: httpx.Client, app: Any
+) -> None:
+    row = failed_execution(session, app)
+    row.status = "completed"
+    session.commit()
+    make_admin(session, "ada")
+    sign_in(client, "ada")
+
+    client.post(f"/console/retry/workflow/{row.id}", data={"csrf": page_csrf(client)})
+
+    assert "is completed, not failed: nothing to retry" in client.get("/console").text
+    session.expire_all()
+    assert row.status == "completed"
+
+
+@pytest.mark.broker_independent
+def test_a_viewer_cannot_retry_a_workflow_execution(
+    session: Any, client: httpx.Client, app: Any
+) -> None:
+    row = failed_execution(session, app)
+    make_admin(session, "val", role="viewer")
+    sign_in(client, "val")
+
+    response = client.post(f"/console/retry/workflow/{row.id}", data={"csrf": page_csrf(client)})
+
+    assert response.status_code == 403
+    session.expire_all()
+    assert row.status == "failed"

@@ -275,6 +275,15 @@ def test_a_workflow_file_naming_an_unknown_column_is_refused_naming_it(
         workflow(session, app, conditions=bad)
 
 
+def test_a_users_dry_run_on_another_users_job_finds_no_job(session: Any, app: Any) -> None:
+    owner, other = f.user(session), f.user(session)
+    workflow_id = workflow(session, app, user_id=owner.id)
+    theirs = upload(session, other.id, status="completed")
+
+    with pytest.raises(store.UnknownWorkflowError, match=f"no job {theirs.id}"):
+        store.dry_run(session, store.get(session, workflow_id), theirs.id, NOW, "0" * 16)
+
+
 def test_a_workflow_for_a_user_that_does_not_exist_is_refused(session: Any, app: Any) -> None:
     with pytest.raises(DefinitionError, match="user_id: there is no user 999999"):
         workflow(session, app, user_id=999_999)
