@@ -92,19 +92,20 @@ def test_a_notification_action_writes_one_row_for_the_jobs_user(session: Any, ap
 def test_a_task_action_sends_the_task_with_its_arguments_and_the_workflow_chain(
     session: Any, app: Any
 ) -> None:
+    # A task of a queue the in-process test worker leaves alone, so the message waits.
     action = {
         "type": "task",
-        "task": "listening.aggregate_user",
-        "kwargs": {"user_id": "{job.user_id}"},
+        "task": "enrichment.enrich_upload",
+        "kwargs": {"upload_id": "{job_id}"},
     }
     execution_id = pending_execution(session, app, [action])
 
     runner(app).run(execution_id)
 
     row = execution(session, execution_id)
-    headers, body = take_message(app, "stats")
+    headers, body = take_message(app, "enrichment")
     _, kwargs, _ = body
-    assert (headers["task"], kwargs) == ("listening.aggregate_user", {"user_id": row.user_id})
+    assert (headers["task"], kwargs) == ("enrichment.enrich_upload", {"upload_id": row.job_id})
     assert json.loads(headers["workflow_origin"]) == {"chain": [row.workflow_id]}
 
 
