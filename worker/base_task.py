@@ -24,13 +24,14 @@ import psycopg
 import redis.exceptions
 import sqlalchemy.exc
 from celery import Task
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from db.session import new_session
+from db.session import get_engine, new_session
 from worker import run_journal
 from worker.arguments import validate_arguments
 from worker.errors import DeferredError, DeliveryLimitExceededError
-from worker.origin import mark_session, origin_of
+from worker.origin import marked_connection, origin_of, release
 from worker.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -71,13 +72,22 @@ class _RunSession:
     def __init__(self, session: Session | None = None, origin: str | None = None) -> None:
         self.session = session
         self.origin = origin
+        self.connection: Connection | None = None
 
     def get(self) -> Session:
         if self.session is None:
-            self.session = new_session()
-            if self.origin is not None:
-                mark_session(self.session, self.origin)
+            if self.origin is None:
+                self.session = new_session()
+            else:
+                self.connection = marked_connection(get_engine(), self.origin)
+                self.session = Session(bind=self.connection, expire_on_commit=False)
         return self.session
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+        if self.connection is not None:
+            release(self.connection)
 
 
 _current: ContextVar[_RunSession | None] = ContextVar("task_session", default=None)
@@ -160,8 +170,7 @@ class AutomationTask(Task):  # type: ignore[misc]  # Celery ships no type hints
                 scope.session.rollback()
             raise
         finally:
-            if scope.session is not None:
-                scope.session.close()
+            scope.close()
 
     def _run_with_session(
         self, session: Session, args: tuple[Any, ...], kwargs: dict[str, Any]

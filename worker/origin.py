@@ -1,10 +1,15 @@
 """Where a task run came from, for the workflows' loop guard.
 
 A workflow's task action sends its task with the header ``workflow_origin``: the chain of
-workflows that led to it. The run marks each of its database transactions with it (the
-setting ``automation.origin``, local to the transaction), and the status trigger copies it
-into every change the run makes. A change that comes back round to a workflow already in
-its chain, or through too many, is then refused and logged instead of firing again.
+workflows that led to it. The run's database connection carries it (the setting
+``automation.origin``), and the status trigger copies it into every change the run makes.
+A change that comes back round to a workflow already in its chain, or through too many,
+is then refused and logged instead of firing again.
+
+The setting is made on the connection before the run's first transaction and cleared
+before the connection goes back to the pool, not as the first statement of each
+transaction: a task may need that place for itself (``SET TRANSACTION ISOLATION LEVEL``
+must come before any query; the listening aggregation's did, and failed).
 """
 
 from __future__ import annotations
@@ -12,8 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, event, text
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import Connection, Engine, text
 
 ORIGIN_HEADER = "workflow_origin"
 _SET = text("SELECT set_config('automation.origin', :origin, :local)")
@@ -35,13 +39,30 @@ def origin_of(request: Any) -> str | None:
     return json.dumps({"chain": chain})
 
 
-def mark_session(session: Session, origin: str) -> None:
-    """Every transaction ``session`` begins carries ``origin``."""
+def marked_connection(engine: Engine, origin: str) -> Connection:
+    """A connection of ``engine`` carrying ``origin`` until ``release`` clears it."""
+    connection = engine.connect()
+    try:
+        connection.execute(_SET, {"origin": origin, "local": False})
+        connection.commit()
+    except BaseException:
+        connection.invalidate()
+        connection.close()
+        raise
+    return connection
 
-    def after_begin(_: Session, __: SessionTransaction, connection: Connection) -> None:
-        connection.execute(_SET, {"origin": origin, "local": True})
 
-    event.listen(session, "after_begin", after_begin)
+def release(connection: Connection) -> None:
+    """Clear the origin and return the connection to the pool (a connection that cannot be
+    cleared is discarded, never handed to a run without an origin)."""
+    try:
+        connection.rollback()
+        connection.execute(_SET, {"origin": "", "local": False})
+        connection.commit()
+    except Exception:
+        connection.invalidate()
+    finally:
+        connection.close()
 
 
 def set_on_connection(connection: Any, origin: str | None) -> None:

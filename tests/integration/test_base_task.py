@@ -1,14 +1,18 @@
-"""The base task's promises that are not about a single run: publish after commit."""
+"""The base task's promises that are not about a single run: publish after commit, and
+what a run a workflow started carries."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
-from db.session import session_scope
+from db.session import get_engine, session_scope
+from tests import factories as f
 from tests.support import purge_queue, waiting_in
+from worker.origin import ORIGIN_HEADER
 from worker.publishing import publish_after_commit
 
 # No worker consumes this queue, so what reaches it stays there for the test to count.
@@ -60,3 +64,34 @@ def test_a_savepoint_rollback_keeps_the_messages_of_the_transaction(app: Any, pa
             session.execute(text("SELECT 1 / 0"))
 
     assert parking() == 1
+
+
+def test_a_run_started_by_a_workflow_may_still_choose_its_transactions_isolation(
+    app: Any, celery_worker: Any, session: Any
+) -> None:
+    # The aggregation's first statement is SET TRANSACTION ISOLATION LEVEL; the workflow
+    # origin the run carries must not get there first.
+    user = f.user(session)
+    session.commit()
+    origin = json.dumps({"chain": [1]})
+
+    sent = app.send_task(
+        "listening.aggregate_user", kwargs={"user_id": user.id}, headers={ORIGIN_HEADER: origin}
+    )
+
+    assert sent.get(timeout=30)["status"] == "done"
+
+
+def test_a_run_started_by_a_workflow_leaves_no_origin_on_the_pooled_connection(
+    app: Any, celery_worker: Any, session: Any
+) -> None:
+    user = f.user(session)
+    session.commit()
+    origin = json.dumps({"chain": [1]})
+    app.send_task(
+        "listening.aggregate_user", kwargs={"user_id": user.id}, headers={ORIGIN_HEADER: origin}
+    ).get(timeout=30)
+
+    with get_engine().connect() as connection:
+        seen = connection.execute(text("SELECT current_setting('automation.origin', true)"))
+        assert seen.scalar() in (None, "")

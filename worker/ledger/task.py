@@ -29,8 +29,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar, cast
 
 import psycopg
@@ -41,11 +41,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.queries import driver_sql, queries
-from db.session import relaxed_engine, session_scope
+from db.session import get_engine, relaxed_engine, session_scope
 from worker.arguments import validate_arguments
 from worker.base_task import TRANSIENT_ERRORS, AutomationTask
 from worker.errors import PermanentError
-from worker.origin import mark_session, origin_of, set_on_connection
+from worker.origin import marked_connection, origin_of, release, set_on_connection
 from worker.queues import FALLBACK, family_of
 
 log = logging.getLogger(__name__)
@@ -150,9 +150,7 @@ class LedgerTask(AutomationTask):
         """The active row for (type, track): a by-name message without a row id."""
         params = {"task_type": self.task_type, "track_id": track_id}
         for _ in range(3):  # the active row can finish between the two statements
-            with session_scope() as session:
-                if origin is not None:
-                    mark_session(session, origin)
+            with _origin_scope(origin) as session:
                 row_id = enqueue_row(session, self.task_type, track_id, celery_task_id=None)
                 if row_id is None:
                     row_id = session.scalar(SQL["active_row"], params)
@@ -250,6 +248,27 @@ class LedgerTask(AutomationTask):
                 )
         except Exception:
             log.warning("could not record the outcome of background task %s", row_id, exc_info=True)
+
+
+@contextmanager
+def _origin_scope(origin: str | None) -> Iterator[Session]:
+    """``session_scope``, on a connection carrying the run's workflow origin if it has one
+    (``worker.origin``)."""
+    if origin is None:
+        with session_scope() as session:
+            yield session
+        return
+    connection = marked_connection(get_engine(), origin)
+    try:
+        with Session(bind=connection, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+    finally:
+        release(connection)
 
 
 # The claim and the work of every ledger run in a process share one connection, kept
