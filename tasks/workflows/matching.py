@@ -39,6 +39,8 @@ from tasks.workflows import conditions, templates
 from tasks.workflows.definition import (
     DEFAULT_IDEMPOTENCY_KEY,
     DEFAULT_PER_JOB_STATUS,
+    DefinitionError,
+    Rate,
     parse_rate,
 )
 from worker.ledger.outbox import Source
@@ -88,7 +90,7 @@ def match_changes(
         (by_id[p["change_id"]], dict(p)) for p in pairs
     ]
     decider = _Decider(session, now, max_depth, found)
-    rows = [decider.decide(change, p["workflow_id"], p["definition"]) for change, p in found]
+    rows = [decider.decide_safely(change, p["workflow_id"], p["definition"]) for change, p in found]
     if rows:
         written = session.execute(
             SQL["insert_executions"], {"rows": json.dumps(rows, default=str)}
@@ -125,9 +127,7 @@ class _Decider:
         # Per job and status: the times of executions that count, per (workflow, job, status).
         self.recent: dict[tuple[int, int, str], list[dt.datetime]] = defaultdict(list)
         windows = {
-            wid: parse_rate(
-                d.get("rate_limit", {}).get("per_job_status", DEFAULT_PER_JOB_STATUS), "rate"
-            )
+            wid: _rate(d, "per_job_status", DEFAULT_PER_JOB_STATUS)
             for wid, d in definitions.items()
         }
         keyed = [(p["workflow_id"], c["job_id"], c["new_status"]) for c, p in pairs]
@@ -146,10 +146,7 @@ class _Decider:
                 self.recent[(row.workflow_id, row.job_id, row.new_status)].append(row.at)
         self.job_status_rate = windows
         # Per workflow: how many it made in its window, counted on as this batch adds.
-        self.workflow_rate = {
-            wid: parse_rate(d.get("rate_limit", {}).get("per_workflow"), "rate")
-            for wid, d in definitions.items()
-        }
+        self.workflow_rate = {wid: _rate(d, "per_workflow", None) for wid, d in definitions.items()}
         limited = {wid: r for wid, r in self.workflow_rate.items() if r is not None}
         self.made: dict[int, int] = {}
         if limited:
@@ -167,7 +164,7 @@ class _Decider:
             data = trigger_data(change, pair["workflow_id"])
             try:
                 key = str(templates.render(pair["definition"]["idempotency_key"], data))
-            except templates.TemplateError:
+            except (templates.TemplateError, KeyError, TypeError):
                 # A key naming a field this job lacks: the default key, so it still runs once.
                 key = str(templates.render(DEFAULT_IDEMPOTENCY_KEY, data))
             self.keys[(change["id"], pair["workflow_id"])] = key
@@ -182,30 +179,28 @@ class _Decider:
         # The pending debounced row this batch made last, per (workflow, debounce key).
         self.debounced: dict[tuple[int, str], dict[str, Any]] = {}
 
+    def decide_safely(
+        self, change: Mapping[str, Any], workflow_id: int, definition: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """``decide``, except that a workflow whose stored definition is broken (edited by
+        hand in the database: ``store`` never writes one) is skipped with the reason
+        rather than failing the whole batch again at every pass."""
+        try:
+            return self.decide(change, workflow_id, definition)
+        except Exception as exc:
+            log.exception("workflows: workflow %s cannot be decided", workflow_id)
+            return self._row(change, workflow_id, definition) | {
+                "status": "skipped",
+                "skip_reason": f"invalid workflow definition: {type(exc).__name__}: {exc}"[:500],
+            }
+
     def decide(
         self, change: Mapping[str, Any], workflow_id: int, definition: Mapping[str, Any]
     ) -> dict[str, Any]:
         data = trigger_data(change, workflow_id)
         chain = list((change["origin"] or {}).get("chain", []))
         key = self.keys[(change["id"], workflow_id)]
-        row: dict[str, Any] = {
-            "workflow_id": workflow_id,
-            "change_id": change["id"],
-            "source": change["source"],
-            "job_id": change["job_id"],
-            "user_id": change["user_id"],
-            "old_status": change["old_status"],
-            "new_status": change["new_status"],
-            "trigger_data": data,
-            "status": "pending",
-            "skip_reason": None,
-            "idempotency_key": key,
-            "chain": [*chain, workflow_id],
-            "debounce_key": None,
-            "concurrency_key": None,
-            "max_attempts": definition.get("max_attempts", 5),
-            "run_after": self.now.isoformat(),
-        }
+        row = self._row(change, workflow_id, definition)
         reason = self._skip_reason(change, workflow_id, definition, data, chain, key)
         if reason is not None:
             return row | {"status": "skipped", "skip_reason": reason}
@@ -235,6 +230,31 @@ class _Decider:
                 self.made[workflow_id] -= 1
             self.debounced[(workflow_id, row["debounce_key"])] = row
         return row
+
+    def _row(
+        self, change: Mapping[str, Any], workflow_id: int, definition: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The execution row for the pair, pending until decided otherwise."""
+        chain = list((change["origin"] or {}).get("chain", []))
+        max_attempts = definition.get("max_attempts", 5) if isinstance(definition, Mapping) else 5
+        return {
+            "workflow_id": workflow_id,
+            "change_id": change["id"],
+            "source": change["source"],
+            "job_id": change["job_id"],
+            "user_id": change["user_id"],
+            "old_status": change["old_status"],
+            "new_status": change["new_status"],
+            "trigger_data": trigger_data(change, workflow_id),
+            "status": "pending",
+            "skip_reason": None,
+            "idempotency_key": self.keys.get((change["id"], workflow_id), f"change-{change['id']}"),
+            "chain": [*chain, workflow_id],
+            "debounce_key": None,
+            "concurrency_key": None,
+            "max_attempts": max_attempts,
+            "run_after": self.now.isoformat(),
+        }
 
     def _skip_reason(  # noqa: PLR0911 (a return per rule)
         self,
@@ -271,6 +291,15 @@ class _Decider:
         per_workflow = self.workflow_rate.get(workflow_id)
         if per_workflow is not None and self.made.get(workflow_id, 0) >= per_workflow.count:
             return f"rate limited: the workflow's limit of {per_workflow} is reached"
+        return None
+
+
+def _rate(definition: Mapping[str, Any], name: str, default: str | None) -> Rate | None:
+    """A rate limit of a stored definition; a broken one counts as none (the pair itself is
+    then skipped as invalid by ``decide_safely`` if anything else is broken too)."""
+    try:
+        return parse_rate((definition.get("rate_limit") or {}).get(name, default), name)
+    except (DefinitionError, AttributeError, TypeError):
         return None
 
 

@@ -371,3 +371,23 @@ def test_after_redis_lost_its_data_executions_published_or_claimed_before_get_fr
     assert republished == 2
     assert [(r.status, r.enqueued_at) for r in (waiting, running)] == [("pending", None)] * 2
     assert later.enqueued_at is not None  # published after the reset: its message is there
+
+
+def test_a_workflow_broken_by_hand_in_the_database_is_skipped_and_the_rest_still_match(
+    session: Any, app: Any
+) -> None:
+    user = f.user(session)
+    broken, sound = workflow(session, app), workflow(session, app)
+    session.execute(
+        text("UPDATE automation_workflows SET definition = '\"oops\"' WHERE id = :id"),
+        {"id": broken},
+    )
+    set_status(session, upload(session, user.id), "completed")
+
+    match(session)
+
+    session.expire_all()
+    rows = {e.workflow_id: e for e in session.scalars(select(WorkflowExecution))}
+    assert rows[sound].status == "pending"
+    assert rows[broken].status == "skipped"
+    assert rows[broken].skip_reason.startswith("invalid workflow definition: AttributeError")
