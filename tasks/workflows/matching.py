@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -310,6 +311,14 @@ def _render_key(template: str, data: Mapping[str, Any]) -> str:
         return f"<{exc}>"
 
 
+def whole_seconds(seconds: float) -> int | None:
+    """A countdown as a broker can keep it: whole seconds, rounded up, or none. RabbitMQ's
+    delayed delivery (Celery's native one) takes whole seconds and refuses one under a
+    second; rounding up means a message never comes before its execution is due (one
+    that did would only wait again)."""
+    return math.ceil(seconds) if seconds > 0 else None
+
+
 def publish_pending(session: Session, app: Celery, *, batch: int = 500) -> int:
     """Publish a message for every pending execution without one; the caller commits
     after (a crash between leaves them unpublished, for the next pass)."""
@@ -322,7 +331,7 @@ def publish_pending(session: Session, app: Celery, *, batch: int = 500) -> int:
                 EXECUTE_TASK,
                 args=(row.id,),
                 task_id=row.celery_task_id,
-                countdown=float(row.delay) or None,
+                countdown=whole_seconds(float(row.delay)),
                 producer=producer,
             )
     return len(rows)

@@ -10,6 +10,7 @@ from typing import Any
 from celery.exceptions import Ignore
 
 from tasks.workflows.execution import Runner
+from tasks.workflows.matching import whole_seconds
 from tasks.workflows.retention import prune
 from worker.arguments import Id
 from worker.base_task import AutomationTask
@@ -37,7 +38,7 @@ def execute(self: AutomationTask, execution_id: Id) -> dict[str, Any]:
         raise Ignore(verdict.detail)
     if verdict.retry_in is not None:
         raise self.retry(
-            countdown=verdict.retry_in,
+            countdown=whole_seconds(verdict.retry_in),
             # Action retries are bounded by the execution's max_attempts; this bounds the
             # deferrals of a busy concurrency key.
             max_retries=MAX_BUSY_DEFERRALS,

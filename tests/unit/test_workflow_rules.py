@@ -12,6 +12,7 @@ import pytest
 from tasks.workflows import conditions, templates
 from tasks.workflows.definition import DefinitionError, parse
 from tasks.workflows.execution import backoff
+from tasks.workflows.matching import whole_seconds
 from tasks.workflows.webhooks import WebhookRefusedError, check_url, sign
 
 CHANGE = {
@@ -237,3 +238,8 @@ def test_a_workflow_file_gets_the_specs_defaults() -> None:
     assert definition.document["rate_limit"] == {"per_job_status": "1/h", "per_workflow": None}
     assert definition.idempotency_key == "{job_id}-{new_status}-{workflow_id}-{date}"
     assert (definition.max_attempts, definition.active, definition.on_statuses) == (5, True, None)
+
+
+def test_a_countdown_goes_to_the_broker_in_whole_seconds_rounded_up() -> None:
+    # RabbitMQ's delayed delivery refuses a countdown under a second.
+    assert [whole_seconds(s) for s in (0.0, -1.0, 0.3, 2.0, 2.01)] == [None, None, 1, 2, 3]
