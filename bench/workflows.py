@@ -426,7 +426,7 @@ class Throughput:
     def check_production(self, conn: psycopg.Connection, n: int) -> list[str]:
         """What is wrong with the run: expected executions, once each."""
         problems = []
-        statuses = dict(
+        statuses: dict[str, int] = dict(
             conn.execute(
                 "SELECT status, count(*) FROM automation_execution_logs GROUP BY status"
             ).fetchall()

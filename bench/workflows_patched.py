@@ -36,11 +36,11 @@ def _client() -> httpx.Client:
     return _clients[pid]
 
 
-_Runner = workflow_tasks.Runner
+_Runner = workflow_tasks.Runner  # type: ignore[attr-defined]
 
 
 def _runner(*args: Any, **kwargs: Any) -> Any:
     return _Runner(*args, http=_client(), **kwargs)
 
 
-workflow_tasks.Runner = functools.wraps(_Runner)(_runner)  # type: ignore[misc,assignment]
+workflow_tasks.Runner = functools.wraps(_Runner)(_runner)  # type: ignore[attr-defined,assignment]
