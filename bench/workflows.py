@@ -3,7 +3,9 @@ per second through real workers against a bare Celery floor, in the same run.
 
     python -m bench.workflows [--changes 10000] [--workflows 1000] [--matching 100]
                               [--updates 1000] [--trigger-rounds 5] [--bulk 10000]
-                              [--rounds 1] [--commit-size 100] [--quick]
+                              [--rounds 1] [--commit-size 100] [--children 2]
+                              [--kinds production,patched,bare] [--skip trigger|throughput]
+    python -m bench.workflows --quick    # a smoke run of about a minute and a half
 
 The issue's target: "10,000 status changes against 1,000 workflows of which 100 match:
 executions per second through real workers, and the cost the trigger adds to the job
@@ -64,12 +66,18 @@ idempotency or rate limit skips any).
    the receiver got exactly one POST per idempotency key, and those keys are the
    completed executions' keys.
 
-   The floor: ``bench.workflows_bare`` (plain Celery, Redis, JSON, late acks, prefetch 1,
-   no project code) on a worker with the same children, sent one message per execution
-   carrying the very body and headers the production run posted, which its task POSTs
-   to the same receiver. Timed from the first publish to the last POST's arrival. With
-   ``--rounds`` above 1 the order alternates (production first in odd rounds: the floor
-   reuses the bodies of the latest production round).
+   The floor (``bare``): ``bench.workflows_bare`` (plain Celery, Redis, JSON, late acks,
+   prefetch 1, no project code) on a worker with the same children, sent one message per
+   execution carrying the very body and headers the production run posted, which its task
+   POSTs to the same receiver. Timed from the first publish to the last POST's arrival.
+
+   ``patched``: the production worker with one change, to measure a proposed fix before
+   it is made (``bench/workflows_patched.py``): each child posts through one
+   ``httpx.Client`` instead of building one (and its SSL context) per POST.
+
+   Every round runs each of ``--kinds`` once, in a rotating order (the floor never first
+   in the first round: it posts the bodies of the latest production or patched run); the
+   medians over ``--rounds`` are compared.
 
 Redis: BENCH_REDIS_URL, default redis://127.0.0.1:6379/13, flushed at the start and the
 end (this database only): give the bench one nothing else uses (it refuses a database
