@@ -49,7 +49,17 @@ class Workflow(Base):
     created_at: Mapped[CreatedAt]
     updated_at: Mapped[CreatedAt]
 
-    __table_args__ = (Index("ix_automation_workflows_source_active", "source", "active"),)
+    __table_args__ = (
+        Index("ix_automation_workflows_source_active", "source", "active"),
+        # The status trigger's lookup: does some active workflow want this (source,
+        # status)? (db/triggers/job_status_changes_v2.sql.)
+        Index(
+            "ix_automation_workflows_watch",
+            text("workflow_watch_keys(source, on_statuses)"),
+            postgresql_using="gin",
+            postgresql_where=text("active"),
+        ),
+    )
 
 
 class JobStatusChange(Base):
