@@ -65,6 +65,7 @@ class Claim:
     idempotency_key: str
     chain: list[int]
     results: list[dict[str, Any]]
+    workflow: Any  # its workflow's row (definition, active, secret), None if deleted
 
 
 def backoff(attempt: int, base: float, cap: float, draw: float) -> float:
@@ -109,8 +110,7 @@ class Runner:
         claim = self._claim(execution_id)
         if isinstance(claim, Verdict):
             return claim
-        with session_scope() as session:
-            workflow = session.execute(SQL["workflow_for_run"], {"id": claim.workflow_id}).first()
+        workflow = claim.workflow
         results = list(claim.results)
         if workflow is None or not workflow.active:
             done = sum(1 for r in results if r.get("ok"))
@@ -142,7 +142,8 @@ class Runner:
             }
             results = [*results[:index], entry, *results[index + 1 :]]
             if outcome.ok:
-                self._record(claim, results)
+                if index < len(actions) - 1:  # the last one's is written with the settle
+                    self._record(claim, results)
                 continue
             error = f"actions[{index}] ({action['type']}): {outcome.detail}"[:2000]
             if outcome.transient and claim.attempt < claim.max_attempts:
@@ -184,6 +185,12 @@ class Runner:
                     "limit": limit,
                 },
             ).first()
+            # Read in the claim's transaction: one round of BEGIN and COMMIT fewer.
+            workflow = (
+                None
+                if row is None
+                else session.execute(SQL["workflow_for_run"], {"id": row.workflow_id}).first()
+            )
         if row is not None:
             return Claim(
                 execution_id,
@@ -194,6 +201,7 @@ class Runner:
                 row.idempotency_key,
                 list(row.chain),
                 list(row.action_results or []),
+                workflow,
             )
         if state.status == "pending" and state.run_after > state.now:
             # Early (a debounce's quiet period or a backoff not over, a clock ahead of the

@@ -12,6 +12,7 @@ from celery.exceptions import Ignore
 from tasks.workflows.execution import Runner
 from tasks.workflows.matching import whole_seconds
 from tasks.workflows.retention import prune
+from tasks.workflows.webhooks import shared_client
 from worker.arguments import Id
 from worker.base_task import AutomationTask
 from worker.celery_app import app
@@ -31,6 +32,7 @@ def execute(self: AutomationTask, execution_id: Id) -> dict[str, Any]:
         celery_task_id=str(request.id),
         hostname=str(request.hostname),
         resumable=bool(request.retries) or getattr(request, "delivery", 1) > 1,
+        http=shared_client(),
     )
     verdict = runner.run(execution_id)
     if verdict.status == "not claimed":
