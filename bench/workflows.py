@@ -4,7 +4,7 @@ per second through real workers against a bare Celery floor, in the same run.
     python -m bench.workflows [--changes 10000] [--workflows 1000] [--matching 100]
                               [--updates 1000] [--trigger-rounds 5] [--bulk 10000]
                               [--rounds 1] [--commit-size 100] [--children 2]
-                              [--kinds production,patched,bare] [--skip trigger|throughput]
+                              [--kinds production,bare] [--skip trigger|throughput]
     python -m bench.workflows --quick    # a smoke run of about a minute and a half
 
 The issue's target: "10,000 status changes against 1,000 workflows of which 100 match:
@@ -71,12 +71,8 @@ idempotency or rate limit skips any).
    execution carrying the very body and headers the production run posted, which its task
    POSTs to the same receiver. Timed from the first publish to the last POST's arrival.
 
-   ``patched``: the production worker with one change, to measure a proposed fix before
-   it is made (``bench/workflows_patched.py``): each child posts through one
-   ``httpx.Client`` instead of building one (and its SSL context) per POST.
-
    Every round runs each of ``--kinds`` once, in a rotating order (the floor never first
-   in the first round: it posts the bodies of the latest production or patched run); the
+   in the first round: it posts the bodies of the latest production run); the
    medians over ``--rounds`` are compared.
 
 Redis: BENCH_REDIS_URL, default redis://127.0.0.1:6379/13, flushed at the start and the
@@ -119,7 +115,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
 TARGET_UPDATE_RATIO = 1.3
 TRIGGER = "upload_jobs_status_changed"
 CONFIGS = ("off", "unwanted", "wanted")
-KINDS = ("production", "patched", "bare")
+KINDS = ("production", "bare")
 COMMIT_MODES = ("on", "off")  # synchronous_commit
 WORKFLOWS_QUEUE = "workflows"
 IDEMPOTENCY = "idempotency-key"
@@ -373,7 +369,7 @@ class Throughput:
         self.data_dir = args.data_dir
         self.bodies: list[tuple[bytes, dict[str, str]]] = []
 
-    def production(self, users: list[int], kind: str = "production") -> Run:
+    def production(self, users: list[int]) -> Run:
         n, timeout = self.args.changes, self.args.timeout
         with psycopg.connect(self.plain_url, autocommit=True) as conn:
             job_ids = insert_uploads(conn, users, n)
@@ -382,8 +378,7 @@ class Throughput:
             conn.execute("VACUUM ANALYZE")
         self.hook.received.clear()
         self.hook.posts.clear()
-        module = "bench.workflows_patched" if kind == "patched" else None
-        worker = Worker(module, [WORKFLOWS_QUEUE], self.args.children, self.data_dir, "WARNING")
+        worker = Worker(None, [WORKFLOWS_QUEUE], self.args.children, self.data_dir, "WARNING")
         with running(worker, self.app), psycopg.connect(self.plain_url) as conn:
             wall0, start = time.time(), time.monotonic()
             size = self.args.commit_size
@@ -410,7 +405,7 @@ class Throughput:
         received = list(self.hook.received)
         self.bodies = [(r.body, self.forwarded_headers(r.headers)) for r in received]
         return Run(
-            kind,
+            "production",
             n,
             last_finished.timestamp() - wall0,
             max(r.at for r in received) - start,
@@ -587,14 +582,12 @@ def report(
                 f"{'; '.join(run.checks) or 'ok: one POST per key, every execution completed'}"
             )
         bare = statistics.median(r.rate for r in runs if r.kind == "bare")
-        for kind in ("production", "patched"):
-            rates = [r.rate for r in runs if r.kind == kind]
-            if rates:
-                print(f"{kind} / bare: {statistics.median(rates) / bare:.2f} (medians)")
+        rates = [r.rate for r in runs if r.kind == "production"]
+        if rates:
+            print(f"production / bare: {statistics.median(rates) / bare:.2f} (medians)")
         print(
-            "production and patched: from the first commit to the last execution completed; "
-            "bare: from the first send to the last POST. patched = production with one "
-            "httpx.Client per worker child (bench/workflows_patched.py), a proposed fix"
+            "production: from the first commit to the last execution completed; "
+            "bare: from the first send to the last POST"
         )
 
 
@@ -613,8 +606,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--kinds",
         default=",".join(KINDS),
-        help="throughput kinds: production, patched (production with one HTTP client per "
-        "child: bench/workflows_patched.py), bare (the floor)",
+        help="throughput kinds: production, bare (the floor)",
     )
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument(
@@ -622,8 +614,8 @@ def parse_args() -> argparse.Namespace:
     )
     args = parser.parse_args()
     args.kinds = [kind for kind in KINDS if kind in args.kinds.split(",")]
-    if "bare" not in args.kinds or len(args.kinds) < 2:
-        parser.error("--kinds: bare and at least one of production, patched")
+    if args.kinds != list(KINDS):
+        parser.error("--kinds: production and bare, the floor it is compared with")
     if args.quick:
         args.changes, args.updates, args.trigger_rounds, args.bulk = 1000, 200, 2, 2000
     return args
@@ -637,7 +629,7 @@ def throughput(bench: Throughput, users: list[int], kinds: list[str], rounds: in
         if index == 0 and order[0] == "bare" and len(order) > 1:
             order = [*order[1:], "bare"]
         for kind in order:
-            run = bench.floor() if kind == "bare" else bench.production(users, kind)
+            run = bench.floor() if kind == "bare" else bench.production(users)
             runs.append(run)
             log(
                 f"round {index + 1}, {kind}: {run.rate:.0f} executions/s "
