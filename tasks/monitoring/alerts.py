@@ -19,7 +19,12 @@ Conditions, each with its key:
 - ``enrichment_stalled``: a backlog with no progress for ENRICHMENT_STALL_ALERT_HOURS;
 - ``dead_letters``: dead letters arrived since the last check (it recovers at the first
   check that finds none new);
-- ``no_worker:<queue>``: no live worker consumes the queue.
+- ``no_worker:<queue>``: no live worker consumes the queue;
+- ``workflows_unmatched``: a job's status change has waited over 5 minutes for the
+  workflows' dispatcher (no worker on the workflows queue runs one, or it keeps failing);
+- ``workflows_waiting``: a workflow execution due over 10 minutes ago has not started.
+
+The two workflow thresholds are monitoring/alerts.yml's, so both ways of alerting agree.
 
 A family whose facts cannot be read (Redis down, for the workers) is left as it was: its
 open incidents neither resolve nor repeat.
@@ -49,6 +54,8 @@ log = logging.getLogger(__name__)
 
 WEBHOOK_TIMEOUT_SECONDS = 10.0
 FAILING_RUNS = 2  # the last two finished runs of an entry failed
+WORKFLOWS_UNMATCHED_AFTER = dt.timedelta(minutes=5)
+WORKFLOWS_WAITING_AFTER = dt.timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -158,6 +165,32 @@ def _dead_letters(session: Session, out: Evaluation) -> None:
         )
 
 
+def _workflows(session: Session, now: dt.datetime, out: Evaluation) -> None:
+    health = readings.workflow_health(session, now)
+    out.evaluated |= {"workflows_unmatched", "workflows_waiting"}
+    unmatched = health.oldest_unmatched_at
+    if unmatched is not None and now - unmatched > WORKFLOWS_UNMATCHED_AFTER:
+        waited = int((now - unmatched).total_seconds())
+        out.holding.append(
+            Condition(
+                "workflows_unmatched",
+                f"{health.unmatched} job status changes wait for the workflows' dispatcher, "
+                f"the oldest for {waited} s (is a worker on the workflows queue running?)",
+                {"unmatched": health.unmatched, "oldest_seconds": waited},
+            )
+        )
+    due = health.oldest_due_at
+    if due is not None and now - due > WORKFLOWS_WAITING_AFTER:
+        waited = int((now - due).total_seconds())
+        out.holding.append(
+            Condition(
+                "workflows_waiting",
+                f"{health.pending} workflow executions pending, the longest due for {waited} s",
+                {"pending": health.pending, "oldest_seconds": waited},
+            )
+        )
+
+
 def _workers(client: redis.Redis, out: Evaluation) -> None:
     try:
         served = {q for queues in liveness.worker_queues(client).values() for q in queues}
@@ -182,6 +215,7 @@ def evaluate(
     _schedules(session, now, settings, out)
     _enrichment(session, now, settings, out)
     _dead_letters(session, out)
+    _workflows(session, now, out)
     _workers(client, out)
     return out
 

@@ -15,9 +15,18 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 import beat_schedule
-from db.models import AlertIncident, BackgroundTask, DeadLetter, ScheduleFire, TaskRun
+from db.models import (
+    AlertIncident,
+    BackgroundTask,
+    DeadLetter,
+    JobStatusChange,
+    ScheduleFire,
+    TaskRun,
+    Workflow,
+)
 from standins.webhook import Webhook
 from tasks.monitoring.alerts import check_alerts
+from tests import factories as f
 from tests.enrichment_support import NOW as ENRICHMENT_NOW
 from tests.enrichment_support import add_listens, new_user
 from worker import liveness
@@ -375,3 +384,41 @@ def test_check_alerts_is_registered_and_runs_through_the_worker(
     with Session(engine) as session:
         incident = session.scalars(select(AlertIncident)).one()
     assert json.loads(json.dumps(incident.detail))["new"] == 1
+
+
+@pytest.mark.broker_independent
+def test_status_changes_the_workflows_dispatcher_leaves_unmatched_alert_until_matched(
+    session: Session, redis_client: redis.Redis, webhook: Webhook, settings: Settings
+) -> None:
+    f.status_change(session, job_id=1, new_status="completed", changed_at=NOW - 6 * MINUTE)
+    check_alerts(session, redis_client, NOW, settings)
+    assert sent(webhook) == [("workflows_unmatched", "firing")]
+    assert webhook.posts[0]["detail"] == {"unmatched": 1, "oldest_seconds": 360}
+
+    session.execute(update(JobStatusChange).values(matched_at=NOW))
+    check_alerts(session, redis_client, NOW + MINUTE, settings)
+    assert sent(webhook)[-1] == ("workflows_unmatched", "resolved")
+
+
+@pytest.mark.broker_independent
+def test_a_workflow_execution_due_ten_minutes_ago_and_not_started_alerts(
+    session: Session, redis_client: redis.Redis, webhook: Webhook, settings: Settings
+) -> None:
+    user = f.user(session)
+    workflow = Workflow(
+        name="w",
+        source="upload_jobs",
+        definition={},
+        secret_encrypted="x",
+        created_by="test",
+        user_id=user.id,
+    )
+    session.add(workflow)
+    session.flush()
+    f.execution(session, workflow.id, "pending", NOW - 20 * MINUTE, run_after=NOW - 11 * MINUTE)
+    f.execution(session, workflow.id, "pending", NOW, run_after=NOW + MINUTE)  # not due yet
+
+    check_alerts(session, redis_client, NOW, settings)
+
+    assert sent(webhook) == [("workflows_waiting", "firing")]
+    assert webhook.posts[0]["detail"] == {"pending": 2, "oldest_seconds": 660}
