@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -102,9 +102,10 @@ def new_session() -> Session:
 
 
 @contextmanager
-def session_scope() -> Iterator[Session]:
-    """One transaction: commit if the block returns, roll back if it raises."""
-    session = new_session()
+def session_scope(bind: Connection | None = None) -> Iterator[Session]:
+    """One transaction: commit if the block returns, roll back if it raises. On ``bind``
+    (a connection the caller prepared and will release) rather than one from the pool."""
+    session = new_session() if bind is None else Session(bind=bind, expire_on_commit=False)
     try:
         yield session
         session.commit()

@@ -213,18 +213,23 @@ class Runner:
             return Verdict("busy", f"concurrency limit {limit} reached", retry_in=1.0 + self.draw())
         return Verdict("not claimed", f"execution {execution_id} is {state.status}")
 
-    def _fence(self, claim: Claim) -> dict[str, Any]:
-        return {
+    def _write(
+        self, statement: str, claim: Claim, results: list[dict[str, Any]], **values: Any
+    ) -> bool:
+        """Run one of the writes that name the claim (the run's message id and attempt);
+        False when the execution was taken from this run (rescued as orphaned)."""
+        params = {
             "id": claim.execution_id,
             "celery_task_id": self.celery_task_id,
             "attempt": claim.attempt,
+            "results": json.dumps(results),
+            **values,
         }
+        with session_scope() as session:
+            return session.execute(SQL[statement], params).first() is not None
 
     def _record(self, claim: Claim, results: list[dict[str, Any]]) -> None:
-        with session_scope() as session:
-            session.execute(
-                SQL["record_action"], self._fence(claim) | {"results": json.dumps(results)}
-            )
+        self._write("record_action", claim, results)
 
     def _settle(
         self,
@@ -235,31 +240,16 @@ class Runner:
         error: str | None = None,
         skip_reason: str | None = None,
     ) -> Verdict:
-        with session_scope() as session:
-            written = session.execute(
-                SQL["settle"],
-                self._fence(claim)
-                | {
-                    "status": status,
-                    "error": error,
-                    "skip_reason": skip_reason,
-                    "results": json.dumps(results),
-                },
-            ).first()
-        if written is None:
+        if not self._write(
+            "settle", claim, results, status=status, error=error, skip_reason=skip_reason
+        ):
             return Verdict("not claimed", "the execution was taken from this run")
         return Verdict(status, error or skip_reason or "")
 
     def _release(
         self, claim: Claim, results: list[dict[str, Any]], error: str, delay: float
     ) -> Verdict:
-        with session_scope() as session:
-            written = session.execute(
-                SQL["release_for_retry"],
-                self._fence(claim)
-                | {"error": error, "results": json.dumps(results), "delay": delay},
-            ).first()
-        if written is None:
+        if not self._write("release_for_retry", claim, results, error=error, delay=delay):
             return Verdict("not claimed", "the execution was taken from this run")
         return Verdict("retry", error, retry_in=delay)
 

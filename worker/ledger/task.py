@@ -260,13 +260,8 @@ def _origin_scope(origin: str | None) -> Iterator[Session]:
         return
     connection = marked_connection(get_engine(), origin)
     try:
-        with Session(bind=connection, expire_on_commit=False) as session:
-            try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+        with session_scope(bind=connection) as session:
+            yield session
     finally:
         release(connection)
 
