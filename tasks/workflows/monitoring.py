@@ -19,12 +19,15 @@ SQL = queries("tasks.workflows", "workflows")
 
 
 def summary(session: Session, now: dt.datetime) -> dict[str, Any]:
-    """Executions of the last day by status, the oldest still pending, the changes the
+    """Executions of the last day by status, since when the longest-waiting due one has
+    waited (``oldest_pending``), the changes the
     dispatcher has not matched yet, and how many workflows are active."""
     by_status: dict[str, int] = dict(
         session.execute(SQL["status_summary"], {"since": now - dt.timedelta(days=1)}).all()
     )
-    oldest_pending: dt.datetime | None = session.execute(SQL["oldest_pending"]).scalar()
+    oldest_pending: dt.datetime | None = session.execute(
+        SQL["oldest_pending"], {"now": now}
+    ).scalar()
     unmatched = session.execute(SQL["unmatched_changes"]).one()
     workflows = session.execute(SQL["workflow_counts"]).one()
     return {

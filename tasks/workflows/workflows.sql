@@ -230,13 +230,12 @@ SELECT status, count(*) AS executions FROM automation_execution_logs
 WHERE created_at > :since GROUP BY status
 
 -- name: oldest_pending
--- Reads only the rows still to do (the partial index ix_automation_execution_logs_active).
--- OFFSET 0 keeps the planner from answering min() by walking the created_at index from the
--- oldest row until a pending one turns up: in a backlog the pending rows are the newest,
--- behind a month of finished ones.
-SELECT min(created_at) FROM (
-    SELECT created_at FROM automation_execution_logs WHERE status = 'pending' OFFSET 0
-) AS pending
+-- Since when the longest-waiting due execution has been due: one waiting out a retry's
+-- backoff or a debounce is not waiting yet (what /metrics and the alerts count too).
+-- Reads only the rows still to do (the partial index ix_automation_execution_logs_active,
+-- on status and run_after).
+SELECT min(run_after) FROM automation_execution_logs
+WHERE status = 'pending' AND run_after <= :now
 
 -- name: unmatched_changes
 -- Changes the dispatcher has not matched yet (the partial index ix_job_status_changes_unmatched).

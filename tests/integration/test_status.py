@@ -300,8 +300,10 @@ def test_workflows_report_the_days_executions_by_status_and_what_waits(
     active = workflow(session, app)
     workflow(session, app, active=False)
     hour = dt.timedelta(hours=1)
-    f.execution(session, active, "pending", NOW - 2 * hour)
-    f.execution(session, active, "pending", NOW - dt.timedelta(minutes=5))
+    f.execution(session, active, "pending", NOW - 3 * hour, run_after=NOW - 2 * hour)
+    f.execution(session, active, "pending", NOW - dt.timedelta(minutes=5), run_after=NOW)
+    # Waiting out a retry's backoff: pending, but not waiting yet.
+    f.execution(session, active, "pending", NOW - 4 * hour, run_after=NOW + hour)
     f.execution(session, active, "processing", NOW - hour)
     f.execution(session, active, "completed", NOW - 3 * hour)
     f.execution(session, active, "skipped", NOW - 3 * hour, skip_reason="duplicate")
@@ -314,7 +316,7 @@ def test_workflows_report_the_days_executions_by_status_and_what_waits(
 
     assert report == {
         "executions_24h": {
-            "pending": 2,
+            "pending": 3,
             "processing": 1,
             "completed": 1,
             "failed": 0,

@@ -469,7 +469,7 @@ def test_status_json_has_the_workflows_section_with_its_counts(
     create(tmp_path, active=False)
     now = dt.datetime.now(dt.UTC)
     hour = dt.timedelta(hours=1)
-    f.execution(session, active, "pending", now - 2 * hour)
+    f.execution(session, active, "pending", now - 2 * hour, run_after=now - 2 * hour)
     f.execution(session, active, "completed", now - hour)
     f.execution(session, active, "completed", now - hour)
     f.execution(session, active, "failed", now - 3 * hour, error="receiver said 500")
