@@ -7,11 +7,16 @@ renamed ``.wav``, too large. No database, Redis or settings: the steps take valu
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile
 
+from tasks.analysis.analyse import MOODS
+from tasks.ingest.analysis import analyse, waveform_envelope
 from tasks.ingest.probe import (
     EmptyFileError,
     FileTooLargeError,
@@ -210,3 +215,124 @@ def test_a_result_serialises_to_plain_values(tmp_path: Path) -> None:
 
     assert isinstance(result, ProbeResult)
     assert as_json["tags"]["title"] == "T" and as_json["kind"] == "audio"
+
+
+# ---- analysis ----------------------------------------------------------------------------
+
+
+def test_a_120_bpm_click_track_measures_120_within_2(tmp_path: Path) -> None:
+    path = audio.write(tmp_path / "clicks.flac", audio.stereo(audio.click_track(120)))
+
+    result = analyse(path, max_seconds=120, columns=100)
+
+    assert result.features.tempo == pytest.approx(120, abs=2)
+
+
+def test_the_analysis_reports_energy_tempo_key_mode_mood_loudness_and_duration(
+    tmp_path: Path,
+) -> None:
+    path = audio.write(tmp_path / "chord.ogg", audio.chord(261.63, 329.63, 392.00))
+
+    as_json = analyse(path, max_seconds=120, columns=100).as_json()
+
+    assert (as_json["key"], as_json["mode"]) == ("C", "major")
+    assert as_json["mood"] in MOODS and 0 <= as_json["energy"] <= 1
+    assert as_json["duration_seconds"] == pytest.approx(10.0, abs=0.01)
+    assert -30 < as_json["loudness_db"] < as_json["peak_db"] < 0
+
+
+def test_the_features_come_from_the_middle_excerpt_and_the_duration_from_the_whole_file(
+    tmp_path: Path,
+) -> None:
+    path = audio.write(tmp_path / "long.wav", audio.click_track(120, duration=30))
+
+    result = analyse(path, max_seconds=8, columns=100)
+
+    assert result.features.duration_seconds == pytest.approx(8.0, abs=0.01)
+    assert result.envelope.duration_seconds == pytest.approx(30.0, abs=0.01)
+
+
+def test_the_envelope_has_one_peak_per_column_following_the_level(tmp_path: Path) -> None:
+    # Quiet for the first half, four times louder for the second.
+    signal = np.concatenate([audio.sine(440, 0.2, 5), audio.sine(440, 0.8, 5)])
+    path = audio.write(tmp_path / "steps.wav", audio.stereo(signal))
+
+    peaks = waveform_envelope(path, columns=10).peaks
+
+    assert len(peaks) == 10
+    assert peaks[:5] == pytest.approx([0.2] * 5, abs=0.01)
+    assert peaks[5:] == pytest.approx([0.8] * 5, abs=0.01)
+
+
+def test_the_envelope_does_not_depend_on_the_block_size(tmp_path: Path) -> None:
+    path = audio.write(tmp_path / "noise.flac", audio.noise(0.2, duration=7))
+
+    # Blocks that straddle column boundaries in every possible way, against one big block.
+    small = waveform_envelope(path, columns=333, block_frames=1000)
+    whole = waveform_envelope(path, columns=333, block_frames=10**7)
+
+    assert small == whole
+
+
+def test_a_file_that_stops_decoding_partway_is_refused_by_the_streaming_pass(
+    tmp_path: Path,
+) -> None:
+    path = audio.write(tmp_path / "chopped.flac", audio.noise(0.2, duration=10))
+    data = path.read_bytes()
+    # A hole in the middle, the end intact: the probe's tail check passes, decoding fails.
+    middle = len(data) // 2
+    path.write_bytes(data[:middle] + bytes(20_000) + data[middle + 20_000 :])
+
+    with pytest.raises(TruncatedFileError):
+        waveform_envelope(path, columns=100)
+
+
+# The issue's budget is 400 MB of peak worker memory for a 60-minute 44.1 kHz stereo file;
+# the 60-minute figure is the benchmark's to measure (bench/, with the pipeline). Here a
+# 10-minute file, written to disk in blocks, in a fresh interpreter so that the high-water
+# mark of the process (ru_maxrss) is this analysis's alone and not an earlier test's.
+MEASURE_PEAK_GROWTH = """
+import resource, sys
+from pathlib import Path
+from tasks.ingest.analysis import analyse, waveform_envelope
+path, what = Path(sys.argv[1]), sys.argv[2]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if what == "envelope":
+    waveform_envelope(path, columns=1800)
+else:
+    analyse(path, max_seconds=120, columns=1800)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+
+
+def peak_growth_mb(path: Path, what: str) -> float:
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE_PEAK_GROWTH, str(path), what],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
+    return float(done.stdout.split()[-1])
+
+
+@pytest.fixture(scope="module")
+def ten_minute_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 106 MB of 16-bit stereo on disk; decoded to float32 whole it would be 212 MB.
+    return audio.write_long_wav(tmp_path_factory.mktemp("long") / "ten.wav", 600)
+
+
+def test_the_streaming_pass_over_a_ten_minute_file_grows_memory_by_under_50_mb(
+    ten_minute_wav: Path,
+) -> None:
+    # Measured at 0: one 64k-frame block (0.5 MB) fits in what the imports already took.
+    assert peak_growth_mb(ten_minute_wav, "envelope") < 50
+
+
+def test_analysing_a_ten_minute_file_grows_memory_by_under_350_mb(ten_minute_wav: Path) -> None:
+    # Measured at 230-265 MB, nearly all of it the existing feature extraction's spectra of
+    # the 120-second excerpt at 44.1 kHz (tasks/analysis/audio_features: _spectra and
+    # spectral_flux hold several 12,000 x 1,025 float32 arrays at once): bounded by the
+    # excerpt, not by the file, as the streaming pass's test shows. Reading the file whole
+    # would add 212 MB of float32 samples for these ten minutes, 1.3 GB for sixty.
+    assert peak_growth_mb(ten_minute_wav, "analysis") < 350
