@@ -7,6 +7,7 @@ renamed ``.wav``, too large. No database, Redis or settings: the steps take valu
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from PIL import Image
 
 from tasks.analysis.analyse import MOODS
 from tasks.ingest.analysis import analyse, waveform_envelope
+from tasks.ingest.images import (
+    PLACEHOLDER_SIZE,
+    choose_cover,
+    placeholder_cover,
+    share_card,
+    thumbnails,
+    waveform_png,
+)
 from tasks.ingest.probe import (
     EmptyFileError,
     FileTooLargeError,
@@ -336,3 +346,92 @@ def test_analysing_a_ten_minute_file_grows_memory_by_under_350_mb(ten_minute_wav
     # excerpt, not by the file, as the streaming pass's test shows. Reading the file whole
     # would add 212 MB of float32 samples for these ten minutes, 1.3 GB for sixty.
     assert peak_growth_mb(ten_minute_wav, "analysis") < 350
+
+
+# ---- images ------------------------------------------------------------------------------
+
+
+def opened(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def test_thumbnails_open_at_exactly_the_requested_sizes() -> None:
+    # A landscape JPEG: the thumbnails are square all the same.
+    cover = choose_cover(None, audio.image_bytes("JPEG", (800, 600), (20, 90, 160)), "T", "A")
+
+    made = thumbnails(cover.image, [64, 256, 640])
+
+    assert {size: opened(data).size for size, data in made.items()} == {
+        64: (64, 64),
+        256: (256, 256),
+        640: (640, 640),
+    }
+    assert {opened(data).format for data in made.values()} == {"JPEG"}
+
+
+def test_embedded_art_becomes_the_cover(tmp_path: Path) -> None:
+    path = audio.tag(tone_file(tmp_path / "art.flac"), cover=COVER)
+
+    cover = choose_cover(read_metadata(path).cover, None, "T", "A")
+
+    assert cover.source == "embedded"
+    assert cover.image.getpixel((10, 10)) == (200, 40, 40)
+
+
+def test_an_uploaded_image_wins_over_embedded_art() -> None:
+    uploaded = audio.image_bytes("PNG", (300, 300), (0, 0, 255))
+
+    cover = choose_cover(COVER, uploaded, "T", "A")
+
+    assert cover.source == "uploaded" and cover.image.getpixel((10, 10)) == (0, 0, 255)
+
+
+def test_a_placeholder_is_made_when_there_is_no_art() -> None:
+    cover = choose_cover(None, None, "Night Drive", "The Examples")
+
+    assert cover.source == "placeholder"
+    assert cover.image.size == (PLACEHOLDER_SIZE, PLACEHOLDER_SIZE)
+    colours = cover.image.getcolors(maxcolors=PLACEHOLDER_SIZE**2)
+    assert colours is not None and len(colours) > 2  # a gradient with initials, not a blank
+
+
+def test_damaged_embedded_art_falls_back_to_the_placeholder() -> None:
+    cover = choose_cover(COVER[: len(COVER) // 2], None, "T", "A")
+
+    assert cover.source == "placeholder"
+
+
+def test_the_placeholder_is_the_same_for_a_track_and_differs_between_tracks() -> None:
+    def png(title: str, artist: str) -> bytes:
+        return thumbnails(placeholder_cover(title, artist), [256])[256]
+
+    assert png("Night Drive", "The Examples") == png("Night Drive", "The Examples")
+    assert png("Night Drive", "The Examples") != png("Day Drive", "The Examples")
+
+
+def test_the_waveform_is_a_png_of_the_requested_size(tmp_path: Path) -> None:
+    path = audio.write(tmp_path / "clicks.wav", audio.click_track(120))
+    peaks = waveform_envelope(path, columns=1800).peaks
+
+    image = opened(waveform_png(peaks, 1800, 140))
+
+    assert (image.format, image.size) == ("PNG", (1800, 140))
+
+
+def test_the_share_card_is_a_1200_by_630_png() -> None:
+    cover = choose_cover(COVER, None, "Night Drive", "The Examples")
+    peaks = [0.1, 0.6, 0.3, 0.9] * 100
+
+    image = opened(share_card(cover.image, "Night Drive", "The Examples", peaks))
+
+    assert (image.format, image.size) == ("PNG", (1200, 630))
+
+
+def test_a_title_too_long_for_the_card_still_makes_a_card() -> None:
+    cover = choose_cover(None, None, "T", "A")
+
+    image = opened(share_card(cover.image, "Interlude " * 40, "A", [0.5] * 10))
+
+    assert image.size == (1200, 630)
