@@ -111,6 +111,9 @@ def _id3_metadata(tags: ID3) -> FileMetadata:
     fields = {
         name: _first(tags[frame].text) for name, frame in _ID3_FIELDS.items() if frame in tags
     }
+    if "TCON" in tags:
+        # Old taggers write genres as ID3v1 numbers, "(17)"; mutagen names them ("Rock").
+        fields["genre"] = _first(tags["TCON"].genres)
     pictures = [(int(frame.type), bytes(frame.data)) for frame in tags.getall("APIC")]
     return FileMetadata(_tags(fields), _best_picture(pictures))
 

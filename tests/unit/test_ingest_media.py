@@ -109,6 +109,12 @@ def test_an_untagged_file_probes_with_empty_tags(tmp_path: Path) -> None:
     assert result.has_cover_art is False
 
 
+def test_an_id3v1_genre_number_reads_as_its_name(tmp_path: Path) -> None:
+    path = audio.tag(tone_file(tmp_path / "old.wav"), genre="(17)")
+
+    assert probe(path, LIMIT).tags.genre == "Rock"
+
+
 @pytest.mark.parametrize(
     "suffix",
     [
