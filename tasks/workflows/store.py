@@ -11,10 +11,10 @@ import secrets
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.models import User, Workflow, WorkflowExecution
+from db.models import Base, User, Workflow, WorkflowExecution
 from tasks.workflows import conditions, templates, webhooks
 from tasks.workflows.definition import DOCUMENT_KEYS, Definition, DefinitionError, parse
 from tasks.workflows.matching import trigger_data
@@ -183,9 +183,12 @@ def dry_run(
     """What the workflow would do if job ``job_id`` changed to the status it has now:
     which conditions hold and what each action would send. Nothing is sent or written."""
     source = SOURCES[workflow.source]
-    # The table's name comes from the registry of sources, never from the caller.
-    statement = text(f"SELECT to_jsonb(j) FROM {source.table} AS j WHERE j.id = :id")  # noqa: S608
-    job = session.execute(statement, {"id": job_id}).scalar()
+    # The source's table from the models' metadata (never a name from the caller), the
+    # whole row as JSON: what the status trigger records for a change.
+    jobs = Base.metadata.tables[source.table]
+    job = session.execute(
+        select(func.to_jsonb(jobs.table_valued())).where(jobs.c.id == job_id)
+    ).scalar()
     # A user's workflow only ever sees that user's jobs (matching), so it is tried on no
     # other: nor does its owner learn, through it, of another user's job. The same
     # answer as for no job at all.
