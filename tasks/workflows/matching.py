@@ -159,10 +159,14 @@ class _Decider:
                 },
             ).all()
             self.made = {row.workflow_id: row.made for row in rows}
-        # Idempotency keys already used, and those this batch takes.
+        # What each pair's conditions and templates see; the idempotency keys already used,
+        # and those this batch takes.
+        self.data: dict[tuple[int, int], dict[str, Any]] = {}
         self.keys: dict[tuple[int, int], str] = {}
         for change, pair in pairs:
-            data = trigger_data(change, pair["workflow_id"])
+            data = self.data[(change["id"], pair["workflow_id"])] = trigger_data(
+                change, pair["workflow_id"]
+            )
             try:
                 key = str(templates.render(pair["definition"]["idempotency_key"], data))
             except (templates.TemplateError, KeyError, TypeError):
@@ -198,10 +202,8 @@ class _Decider:
     def decide(
         self, change: Mapping[str, Any], workflow_id: int, definition: Mapping[str, Any]
     ) -> dict[str, Any]:
-        data = trigger_data(change, workflow_id)
-        chain = list((change["origin"] or {}).get("chain", []))
-        key = self.keys[(change["id"], workflow_id)]
         row = self._row(change, workflow_id, definition)
+        data, key, chain = row["trigger_data"], row["idempotency_key"], row["chain"][:-1]
         reason = self._skip_reason(change, workflow_id, definition, data, chain, key)
         if reason is not None:
             return row | {"status": "skipped", "skip_reason": reason}
@@ -246,7 +248,8 @@ class _Decider:
             "user_id": change["user_id"],
             "old_status": change["old_status"],
             "new_status": change["new_status"],
-            "trigger_data": trigger_data(change, workflow_id),
+            "trigger_data": self.data.get((change["id"], workflow_id))
+            or trigger_data(change, workflow_id),
             "status": "pending",
             "skip_reason": None,
             "idempotency_key": self.keys.get((change["id"], workflow_id), f"change-{change['id']}"),

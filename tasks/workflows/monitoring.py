@@ -14,21 +14,20 @@ from sqlalchemy.orm import Session
 
 from db.models.workflows import EXECUTION_STATUSES
 from db.queries import queries
+from tasks.monitoring import readings
 
 SQL = queries("tasks.workflows", "workflows")
 
 
 def summary(session: Session, now: dt.datetime) -> dict[str, Any]:
     """Executions of the last day by status, since when the longest-waiting due one has
-    waited (``oldest_pending``), the changes the
-    dispatcher has not matched yet, and how many workflows are active."""
+    waited (``oldest_pending``), the changes the dispatcher has not matched yet (both read
+    as /metrics and the alerts read them), and how many workflows are active."""
     by_status: dict[str, int] = dict(
         session.execute(SQL["status_summary"], {"since": now - dt.timedelta(days=1)}).all()
     )
-    oldest_pending: dt.datetime | None = session.execute(
-        SQL["oldest_pending"], {"now": now}
-    ).scalar()
-    unmatched = session.execute(SQL["unmatched_changes"]).one()
+    health = readings.workflow_health(session, now)
+    oldest_pending = health.oldest_due_at
     workflows = session.execute(SQL["workflow_counts"]).one()
     return {
         "executions_24h": {status: by_status.get(status, 0) for status in EXECUTION_STATUSES},
@@ -37,8 +36,8 @@ def summary(session: Session, now: dt.datetime) -> dict[str, Any]:
         "oldest_pending_age_seconds": None
         if oldest_pending is None
         else round(max(0.0, (now - oldest_pending).total_seconds()), 1),
-        "unmatched_changes": unmatched.changes,
-        "oldest_unmatched": _iso(unmatched.oldest),
+        "unmatched_changes": health.unmatched,
+        "oldest_unmatched": _iso(health.oldest_unmatched_at),
         "workflows": {"active": workflows.active, "inactive": workflows.inactive},
     }
 

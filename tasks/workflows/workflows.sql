@@ -229,19 +229,6 @@ SELECT (SELECT count(*) FROM gone) AS executions, (SELECT count(*) FROM changes)
 SELECT status, count(*) AS executions FROM automation_execution_logs
 WHERE created_at > :since GROUP BY status
 
--- name: oldest_pending
--- Since when the longest-waiting due execution has been due: one waiting out a retry's
--- backoff or a debounce is not waiting yet (what /metrics and the alerts count too).
--- Reads only the rows still to do (the partial index ix_automation_execution_logs_active,
--- on status and run_after).
-SELECT min(run_after) FROM automation_execution_logs
-WHERE status = 'pending' AND run_after <= :now
-
--- name: unmatched_changes
--- Changes the dispatcher has not matched yet (the partial index ix_job_status_changes_unmatched).
-SELECT count(*) AS changes, min(changed_at) AS oldest FROM job_status_changes
-WHERE matched_at IS NULL
-
 -- name: workflow_counts
 SELECT count(*) FILTER (WHERE active) AS active, count(*) FILTER (WHERE NOT active) AS inactive
 FROM automation_workflows
