@@ -42,22 +42,30 @@ WHERE id = %(id)s AND status = 'processing' AND celery_task_id = %(celery_task_i
   AND attempts = %(attempt)s
 """
 
-app = Celery(
-    "bench_bare",
-    broker=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL),
-    # The benchmark process also holds the production app: leave it the current one.
-    set_as_current=False,
-)
-app.conf.update(
-    broker_connection_retry_on_startup=True,
-    task_serializer="json",
-    accept_content=["json"],
-    result_backend=None,
-    task_ignore_result=True,
-    task_acks_late=True,
-    worker_prefetch_multiplier=1,
-    task_default_queue=QUEUE,
-)
+
+def bare_celery(name: str, queue: str) -> Celery:
+    """A bare Celery app as the floors use it: Redis broker, JSON, no result backend, late
+    acks, prefetch 1, ``queue`` its default."""
+    bare = Celery(
+        name,
+        broker=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL),
+        # The benchmark process also holds the production app: leave it the current one.
+        set_as_current=False,
+    )
+    bare.conf.update(
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=queue,
+    )
+    return bare
+
+
+app = bare_celery("bench_bare", QUEUE)
 
 
 @app.task(name=TASK)

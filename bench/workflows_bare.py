@@ -11,33 +11,16 @@ building a client per post). A failed POST raises: the bench counts what arrived
 
 from __future__ import annotations
 
-import os
 from functools import cache
 
 import httpx
-from celery import Celery
 
-from bench.bare_app import DEFAULT_REDIS_URL
+from bench.bare_app import bare_celery
 
 QUEUE = "bench_wf_bare"
 TASK = "bench.bare_webhook"
 
-app = Celery(
-    "bench_wf_bare",
-    broker=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL),
-    # The benchmark process also holds the production app: leave it the current one.
-    set_as_current=False,
-)
-app.conf.update(
-    broker_connection_retry_on_startup=True,
-    task_serializer="json",
-    accept_content=["json"],
-    result_backend=None,
-    task_ignore_result=True,
-    task_acks_late=True,
-    worker_prefetch_multiplier=1,
-    task_default_queue=QUEUE,
-)
+app = bare_celery("bench_wf_bare", QUEUE)
 
 
 @cache
