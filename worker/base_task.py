@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from db.session import get_engine, new_session
 from worker import run_journal
 from worker.arguments import validate_arguments
+from worker.backoff import backoff
 from worker.errors import DeferredError, DeliveryLimitExceededError
 from worker.origin import marked_connection, origin_of, release
 from worker.settings import get_settings
@@ -59,10 +60,7 @@ DEFERRALS_HEADER = "deferrals"
 
 def transient_countdown(retries: int, draw: float) -> float:
     """Seconds before retry number ``retries + 1``; ``draw`` is uniform in [0, 1)."""
-    ceiling = min(
-        TRANSIENT_RETRY_CAP_SECONDS, TRANSIENT_RETRY_BASE_SECONDS * 2.0 ** min(retries, 30)
-    )
-    return ceiling / 2 + draw * ceiling / 2
+    return backoff(retries + 1, TRANSIENT_RETRY_BASE_SECONDS, TRANSIENT_RETRY_CAP_SECONDS, draw)
 
 
 class _RunSession:

@@ -36,6 +36,7 @@ from db.queries import queries
 from db.session import session_scope
 from tasks.workflows import templates, webhooks
 from worker.arguments import validate_arguments
+from worker.backoff import backoff
 from worker.errors import PermanentError
 from worker.origin import ORIGIN_HEADER
 from worker.secrets import SecretCipher
@@ -66,13 +67,6 @@ class Claim:
     chain: list[int]
     results: list[dict[str, Any]]
     workflow: Any  # its workflow's row (definition, active, secret), None if deleted
-
-
-def backoff(attempt: int, base: float, cap: float, draw: float) -> float:
-    """Seconds before the retry after attempt number ``attempt`` (1 first): base, 2 base,
-    4 base... up to ``cap``, each drawn from its upper half (``draw`` in [0, 1))."""
-    ceiling = min(cap, base * 2.0 ** min(attempt - 1, 30))
-    return ceiling / 2 + draw * ceiling / 2
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from tasks.workflows.definition import (
     Rate,
     parse_rate,
 )
+from worker.backoff import whole_seconds
 from worker.ledger.outbox import Source
 from worker.queues import home_queue
 from worker.settings import get_settings
@@ -312,14 +312,6 @@ def _render_key(template: str, data: Mapping[str, Any]) -> str:
         return str(templates.render(template, data))
     except templates.TemplateError as exc:
         return f"<{exc}>"
-
-
-def whole_seconds(seconds: float) -> int | None:
-    """A countdown as a broker can keep it: whole seconds, rounded up, or none. RabbitMQ's
-    delayed delivery (Celery's native one) takes whole seconds and refuses one under a
-    second; rounding up means a message never comes before its execution is due (one
-    that did would only wait again)."""
-    return math.ceil(seconds) if seconds > 0 else None
 
 
 def publish_pending(session: Session, app: Celery, *, batch: int = 500) -> int:

@@ -10,10 +10,10 @@ from typing import Any
 from celery.exceptions import Ignore
 
 from tasks.workflows.execution import Runner
-from tasks.workflows.matching import whole_seconds
 from tasks.workflows.retention import prune
 from tasks.workflows.webhooks import shared_client
 from worker.arguments import Id
+from worker.backoff import whole_seconds
 from worker.base_task import AutomationTask
 from worker.celery_app import app
 from worker.settings import get_settings

@@ -11,9 +11,8 @@ import pytest
 
 from tasks.workflows import conditions, templates
 from tasks.workflows.definition import DefinitionError, parse
-from tasks.workflows.execution import backoff
-from tasks.workflows.matching import whole_seconds
 from tasks.workflows.webhooks import WebhookRefusedError, check_url, sign
+from worker.backoff import backoff, whole_seconds
 
 CHANGE = {
     "source": "upload_jobs",
