@@ -16,4 +16,9 @@ UPLOAD_JOBS_COMPLETED = "upload_jobs_completed"
 # A job's status changed and was written to job_status_changes: workflows may fire.
 JOB_STATUS_CHANGES = "job_status_changes"
 
-ALL: frozenset[str] = frozenset({BACKGROUND_TASKS, UPLOAD_JOBS_COMPLETED, JOB_STATUS_CHANGES})
+# An ingest job waits for a message, or left processing (room for the next): publish.
+INGEST_JOBS = "ingest_jobs"
+
+ALL: frozenset[str] = frozenset(
+    {BACKGROUND_TASKS, UPLOAD_JOBS_COMPLETED, JOB_STATUS_CHANGES, INGEST_JOBS}
+)

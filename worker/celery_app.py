@@ -27,6 +27,7 @@ TASK_MODULES = [
     "tasks.analysis.tasks",
     "tasks.automation.tasks",
     "tasks.enrichment.tasks",
+    "tasks.ingest.tasks",
     "tasks.listening.tasks",
     "tasks.monitoring.tasks",
     "tasks.playlists.tasks",
@@ -143,6 +144,7 @@ OUTBOX_SOURCES = [
     "worker.ledger.enqueue:LEDGER_SOURCE",
     "tasks.enrichment.scheduling:UPLOADS_SOURCE",
     "tasks.workflows.matching:CHANGES_SOURCE",
+    "tasks.ingest.dispatch:INGEST_SOURCE",
 ]
 
 

@@ -46,6 +46,9 @@ FAMILIES: dict[str, Family] = {
     # WORKFLOW_WEBHOOK_TIMEOUT_SECONDS): their own workers, so a slow receiver never holds
     # up the default queue's cleanups and alerts.
     "workflows": Family("workflows", soft_time_limit=100, time_limit=120),
+    # Media ingest: minutes of decoding and drawing per upload (a 60-minute file is read
+    # whole once), on workers of their own so uploads never delay a two-second analysis.
+    "ingest": Family("ingest", soft_time_limit=25 * 60, time_limit=30 * 60),
 }
 # Celery's built-ins (celery.backend_cleanup, chord_unlock, ...) and anything unknown.
 FALLBACK = Family(DEFAULT_QUEUE, soft_time_limit=5 * 60, time_limit=10 * 60)

@@ -28,6 +28,10 @@ EMBEDDED_REDIS_URL = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # kombu's names for RabbitMQ (py-amqp): amqp:// and pyamqp:// are the same transport.
 AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://")
+# The ingest pipeline's steps, for INGEST_STEP_CONCURRENCY's check: settings may not import
+# the models (the layers in pyproject.toml), so a test holds this equal to
+# db.models.ingest.INGEST_STEPS.
+INGEST_STEP_NAMES = ("probe", "analysis", "images", "publish")
 
 
 class SettingsError(Exception):
@@ -272,11 +276,117 @@ class Settings(BaseSettings):
         default=30, ge=1, description="Execution logs and matched changes are kept this long."
     )
 
+    # Media ingest (tasks/ingest/)
+    ingest_url: str = Field(
+        default="",
+        description="The ingest bucket, as an fsspec URL (s3://bucket/prefix, file:///srv/"
+        "ingest). Empty: DATA_DIR/ingest, a local directory whose incoming/ is watched.",
+    )
+    ingest_max_bytes: int = Field(
+        default=1024**3,
+        ge=1,
+        description="An uploaded file larger than this is refused (a 60-minute 44.1 kHz "
+        "stereo WAV is 635 MB).",
+    )
+    ingest_thumbnail_sizes: str = Field(
+        default="64,256,640",
+        description="Cover thumbnail edges in pixels, comma-separated; a size added later is "
+        "made for the catalogue by `automation ingest backfill images`.",
+    )
+    ingest_batch_size: int = Field(
+        default=8,
+        ge=1,
+        le=10_000,
+        description="Jobs in flight (published or running) at most; the rest wait in "
+        "PostgreSQL, so a pause or a new order takes effect within a batch. Live value: "
+        "`automation ingest config --batch-size`.",
+    )
+    ingest_rate_per_minute: int = Field(
+        default=0,
+        ge=0,
+        description="Jobs started per minute at most; 0: as fast as the workers go. Live "
+        "value: `automation ingest config --rate`.",
+    )
+    ingest_step_concurrency: str = Field(
+        default="",
+        description="Jobs running one step at once across all workers, as step=N pairs "
+        "(analysis=2,images=4); a step not named is limited only by the workers. Live "
+        "value: `automation ingest config --concurrency STEP=N`.",
+    )
+    ingest_max_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Attempts of one job (transient failures, deaths of its worker) before "
+        "it fails with its last error.",
+    )
+    ingest_retry_base_seconds: float = Field(
+        default=5.0, gt=0, description="First retry of a job after about this; doubles."
+    )
+    ingest_retry_cap_seconds: float = Field(
+        default=300.0, gt=0, description="No retry of a job waits longer than this."
+    )
+    ingest_waveform_columns: int = Field(
+        default=1800, ge=100, le=20_000, description="Peaks measured per file for its waveform."
+    )
+    ingest_watch_settle_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="A file dropped into incoming/ is taken once its size has not changed "
+        "for this long (a copy in progress is not a file yet).",
+    )
+    alert_ingest_queued_jobs: int = Field(
+        default=100,
+        ge=0,
+        description="Alert when more ingest jobs than this have been queued for over "
+        "ALERT_INGEST_QUEUED_MINUTES.",
+    )
+    alert_ingest_queued_minutes: int = Field(default=60, ge=1)
+
     @property
     def webhook_hosts(self) -> frozenset[str]:
         return frozenset(
             host.strip().lower() for host in self.webhook_allowed_hosts.split(",") if host.strip()
         )
+
+    @property
+    def ingest_bucket_url(self) -> str:
+        if self.ingest_url:
+            return self.ingest_url
+        return (self.data_dir / "ingest").resolve().as_uri()
+
+    @property
+    def thumbnail_sizes(self) -> tuple[int, ...]:
+        return tuple(sorted({int(size) for size in self.ingest_thumbnail_sizes.split(",")}))
+
+    @property
+    def step_concurrency(self) -> dict[str, int]:
+        pairs = (p.partition("=") for p in self.ingest_step_concurrency.split(",") if p.strip())
+        return {step.strip(): int(limit) for step, _, limit in pairs}
+
+    @field_validator("ingest_thumbnail_sizes")
+    @classmethod
+    def _sizes(cls, value: str) -> str:
+        try:
+            sizes = [int(size) for size in value.split(",")]
+        except ValueError:
+            raise ValueError("must be pixel sizes, comma-separated (64,256,640)") from None
+        if not sizes or any(not 1 <= size <= 4096 for size in sizes):
+            raise ValueError("each size must be from 1 to 4096 pixels")
+        return value
+
+    @field_validator("ingest_step_concurrency")
+    @classmethod
+    def _step_limits(cls, value: str) -> str:
+        for pair in filter(str.strip, value.split(",")):
+            step, sep, limit = pair.partition("=")
+            if step.strip() not in INGEST_STEP_NAMES or not sep or not limit.strip().isdigit():
+                raise ValueError(
+                    f"{pair.strip()!r}: must be step=N pairs, a step one of "
+                    f"{', '.join(INGEST_STEP_NAMES)} and N a positive number"
+                )
+            if int(limit) < 1:
+                raise ValueError(f"{pair.strip()!r}: a step's limit must be at least 1")
+        return value
 
     @field_validator("database_url")
     @classmethod

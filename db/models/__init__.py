@@ -3,11 +3,19 @@ tracks, plays), imports (uploads, listens, Spotify tokens), spotify (the catalog
 listening (stats), trending, playlists, ledger (background tasks), runs (run history,
 dead letters, broker resets), schedules (the live schedule, its audit trail, fires, the
 beat leader), console (admin users, tokens, audit log, alert incidents), workflows (rules,
-the status changes they watch, their executions, notifications)."""
+the status changes they watch, their executions, notifications), ingest (media ingest
+jobs, the pipeline's live controls, the images made for tracks)."""
 
 from db.models.base import Base
 from db.models.console import ROLES, AdminAudit, AdminUser, AlertIncident, ApiToken
 from db.models.imports import Listen, SpotifyToken, UploadJob
+from db.models.ingest import (
+    INGEST_STATUSES,
+    INGEST_STEPS,
+    IngestJob,
+    IngestPipeline,
+    TrackImage,
+)
 from db.models.ledger import BackgroundTask
 from db.models.listening import (
     AggregationWatermark,
@@ -32,6 +40,8 @@ from db.models.workflows import (
 
 __all__ = [
     "EXECUTION_STATUSES",
+    "INGEST_STATUSES",
+    "INGEST_STEPS",
     "PLAYLIST_TYPES",
     "ROLES",
     "AdminAudit",
@@ -46,6 +56,8 @@ __all__ = [
     "BeatLeader",
     "BrokerReset",
     "DeadLetter",
+    "IngestJob",
+    "IngestPipeline",
     "JobStatusChange",
     "Listen",
     "ListeningStatsDirty",
@@ -62,6 +74,7 @@ __all__ = [
     "TaskRun",
     "TaskRunCommit",
     "Track",
+    "TrackImage",
     "TrendingTrack",
     "UploadJob",
     "User",

@@ -46,6 +46,8 @@ VALID_CALLS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "playlists.generate_chunk": ((1, 1001, ["daily_mix", "new_for_you"], NOW), {}),
     "trending.calculate": ((), {}),
     "workflows.execute": ((7,), {}),
+    "ingest.process": ((7,), {}),
+    "ingest.backfill": (("images",), {}),
 }
 
 

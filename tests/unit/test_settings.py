@@ -142,3 +142,36 @@ def test_unset_urls_follow_the_embedded_services_ports(clean_env: pytest.MonkeyP
     assert settings.database_url == "postgresql+psycopg://postgres@127.0.0.1:55999/automation"
     assert (settings.redis_url, settings.broker_url) == ("redis://127.0.0.1:56999/0",) * 2
     assert settings.uses_embedded_services
+
+
+def test_the_ingest_steps_settings_know_are_the_pipelines_steps() -> None:
+    from db.models.ingest import INGEST_STEPS
+    from worker.settings import INGEST_STEP_NAMES
+
+    assert INGEST_STEP_NAMES == INGEST_STEPS
+
+
+def test_a_step_concurrency_naming_an_unknown_step_names_the_variable(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("INGEST_STEP_CONCURRENCY", "analysis=2,thumbnails=3")
+    with pytest.raises(SettingsError, match=r"INGEST_STEP_CONCURRENCY: 'thumbnails=3'"):
+        load_settings()
+
+
+def test_step_concurrency_and_thumbnail_sizes_are_read_as_numbers(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("INGEST_STEP_CONCURRENCY", " analysis=2, images=4 ")
+    clean_env.setenv("INGEST_THUMBNAIL_SIZES", "512,64,256,64")
+    settings = load_settings()
+    assert settings.step_concurrency == {"analysis": 2, "images": 4}
+    assert settings.thumbnail_sizes == (64, 256, 512)
+
+
+def test_a_thumbnail_size_that_is_not_a_number_names_the_variable(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("INGEST_THUMBNAIL_SIZES", "64,big")
+    with pytest.raises(SettingsError, match="INGEST_THUMBNAIL_SIZES: must be pixel sizes"):
+        load_settings()

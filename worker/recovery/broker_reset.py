@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from db.models import BrokerReset
 from db.queries import queries
+from tasks.ingest import rescue as ingest_rescue
 from tasks.workflows import rescue as workflows_rescue
 from worker.ledger.rescue import republish_after_broker_reset
 from worker.publishing import publish_after_commit
@@ -101,8 +102,8 @@ def refire_lost_slots(session: Session, celery_app: Celery, noticed_at: dt.datet
 def recover_from_broker_reset(
     session: Session, celery_app: Celery, epoch: str, detected_by: str | None, now: dt.datetime
 ) -> dict[str, int]:
-    """Fresh messages for the ledger's rows and workflow executions published or claimed
-    before ``epoch`` began,
+    """Fresh messages for the ledger's rows, workflow executions and ingest jobs published
+    or claimed before ``epoch`` began,
     runs started before it that never finished marked ``lost``, fan-outs cut short (a
     chord whose state was in Redis) started again, and scheduled runs whose message was
     lost fired again by their entry's missed-run policy.
@@ -114,6 +115,7 @@ def recover_from_broker_reset(
     noticed_at = epoch_began(epoch)
     republished = republish_after_broker_reset(session, noticed_at)
     executions = workflows_rescue.republish_after_broker_reset(session, noticed_at)
+    ingest_jobs = ingest_rescue.republish_after_broker_reset(session, noticed_at)
     fan_outs = restart_fan_outs(session, celery_app, noticed_at)
     slots = refire_lost_slots(session, celery_app, noticed_at)
     runs_lost = len(
@@ -140,6 +142,7 @@ def recover_from_broker_reset(
     return {
         "ledger_republished": republished,
         "executions_republished": executions,
+        "ingest_republished": ingest_jobs,
         "runs_lost": runs_lost,
         "fan_outs_restarted": fan_outs,
         "scheduled_runs_refired": slots,

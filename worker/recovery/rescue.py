@@ -9,6 +9,7 @@ from celery import Celery
 from sqlalchemy.orm import Session
 
 from db.queries import queries
+from tasks.ingest import rescue as ingest_rescue
 from tasks.workflows import rescue as workflows_rescue
 from worker import liveness
 from worker.ledger.enqueue import ledger_queues
@@ -41,18 +42,20 @@ def rescue(
     now: dt.datetime,
     settings: Settings,
 ) -> dict[str, int]:
-    """Requeue or fail the ledger rows and workflow executions of dead workers (the two
-    tables whose rows workers claim), mark their runs ``lost``, publish
+    """Requeue or fail the ledger rows, workflow executions and ingest jobs of dead workers
+    (the tables whose rows workers claim), mark their runs ``lost``, publish
     again rows whose message Redis lost (the census, Redis broker only), and apply the
     ledger's time-limit and lost-message rules; how many rows each rule moved."""
     hosts = (
         processing_hosts(session)
         | workflows_rescue.processing_hosts(session)
+        | ingest_rescue.processing_hosts(session)
         | set(session.scalars(JOURNAL["running_hosts"]))
     )
     dead = dead_hosts(client, hosts, now.timestamp(), settings.worker_lease_seconds)
     moved = rescue_stuck_tasks(session, celery_app, now, settings, dead_hosts=dead)
     moved |= workflows_rescue.rescue_executions(session, now, settings, dead)
+    moved |= ingest_rescue.rescue_jobs(session, now, settings, dead)
     started_before = now - dt.timedelta(seconds=settings.worker_lease_seconds)
     lost = session.execute(
         JOURNAL["mark_unfinished_runs_lost"],
