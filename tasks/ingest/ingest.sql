@@ -242,3 +242,61 @@ FROM ingest_jobs j JOIN tracks t ON t.id = j.track_id
 WHERE j.status = 'done' AND j.kind = 'audio' AND t.id > :after AND t.audio_features IS NULL
 ORDER BY t.id
 LIMIT :batch
+
+-- name: set_controls
+-- The one row of live controls, created on first use; a NULL argument leaves its column.
+INSERT INTO ingest_pipeline (id, paused_at, paused_by, batch_size, rate_per_minute,
+                             step_concurrency, updated_at)
+VALUES (1, NULL, NULL, NULL, NULL, '{}'::jsonb, now())
+ON CONFLICT (id) DO NOTHING
+
+-- name: controls
+SELECT paused_at, paused_by, batch_size, rate_per_minute, step_concurrency, updated_at
+FROM ingest_pipeline WHERE id = 1
+
+-- name: retry_failed
+-- Failed jobs back to the queue with a fresh budget of attempts; the steps they finished
+-- keep their output and are not run again.
+UPDATE ingest_jobs
+SET status = 'queued', attempts = 0, run_after = now(), enqueued_at = NULL,
+    finished_at = NULL, celery_task_id = NULL, worker_host = NULL, claimed_at = NULL
+WHERE status = 'failed' AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY (CAST(:ids AS bigint[])))
+RETURNING id
+
+-- name: clear_failed
+DELETE FROM ingest_jobs
+WHERE status = 'failed' AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY (CAST(:ids AS bigint[])))
+RETURNING id
+
+-- name: state_counts
+SELECT status, count(*) AS n FROM ingest_jobs GROUP BY status
+
+-- name: last_hour
+SELECT count(*) FILTER (WHERE status = 'done' AND finished_at > :since) AS done,
+       count(*) FILTER (WHERE status = 'failed' AND finished_at > :since) AS failed,
+       count(*) FILTER (WHERE status = 'queued' AND created_at > :since) AS queued,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - started_at))
+           FILTER (WHERE status = 'done' AND finished_at > :since) AS median_seconds
+FROM ingest_jobs
+WHERE finished_at > :since OR (status = 'queued' AND created_at > :since)
+
+-- name: per_hour
+-- The last ``hours`` hours, oldest first, with empty hours kept.
+SELECT h.hour,
+       count(j.id) FILTER (WHERE j.status = 'done') AS done,
+       count(j.id) FILTER (WHERE j.status = 'failed') AS failed,
+       avg(extract(epoch FROM j.finished_at - j.started_at))
+           FILTER (WHERE j.status = 'done') AS mean_seconds
+FROM generate_series(date_trunc('hour', CAST(:now AS timestamptz)) - make_interval(hours => :hours - 1),
+                     date_trunc('hour', CAST(:now AS timestamptz)), interval '1 hour') AS h (hour)
+LEFT JOIN ingest_jobs j
+  ON j.finished_at >= h.hour AND j.finished_at < h.hour + interval '1 hour'
+GROUP BY h.hour
+ORDER BY h.hour
+
+-- name: oldest_queued
+SELECT id, created_at, object_path FROM ingest_jobs
+WHERE status = 'queued' ORDER BY created_at, id LIMIT 1
+
+-- name: queued_before
+SELECT count(*) FROM ingest_jobs WHERE status = 'queued' AND created_at < :before
