@@ -96,6 +96,8 @@ class IngestJob(Base):
         ),
         # Per-hour statistics: jobs finished in a window.
         Index("ix_ingest_jobs_finished_at", "finished_at"),
+        # The rate limit: jobs published in the last minute.
+        Index("ix_ingest_jobs_enqueued_at", "enqueued_at"),
     )
 
 

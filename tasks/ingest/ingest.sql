@@ -15,10 +15,12 @@ SELECT p.paused_at IS NOT NULL AS paused,
            SELECT count(*) FROM ingest_jobs
            WHERE status = 'processing' OR (status = 'queued' AND enqueued_at IS NOT NULL)
        ) AS batch_room,
-       coalesce(p.rate_per_minute, CAST(:default_rate AS int)) - (
-           SELECT count(*) FROM ingest_jobs
-           WHERE status IN ('queued', 'processing') AND enqueued_at > now() - interval '1 minute'
-       ) AS rate_room
+       -- Counted only when a rate is set: the jobs published in the last minute, whatever
+       -- became of them since (ix_ingest_jobs_enqueued_at).
+       CASE WHEN coalesce(p.rate_per_minute, CAST(:default_rate AS int)) IS NOT NULL THEN
+           coalesce(p.rate_per_minute, CAST(:default_rate AS int)) - (
+               SELECT count(*) FROM ingest_jobs WHERE enqueued_at > now() - interval '1 minute')
+       END AS rate_room
 FROM (SELECT 1) AS one LEFT JOIN ingest_pipeline p ON p.id = 1
 
 -- name: take_unpublished

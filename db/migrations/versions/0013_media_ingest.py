@@ -119,6 +119,7 @@ def upgrade() -> None:
         postgresql_where=sa.text("status IN ('queued', 'processing')"),
     )
     op.create_index("ix_ingest_jobs_finished_at", "ingest_jobs", ["finished_at"], unique=False)
+    op.create_index("ix_ingest_jobs_enqueued_at", "ingest_jobs", ["enqueued_at"], unique=False)
     op.create_index(op.f("ix_ingest_jobs_track_id"), "ingest_jobs", ["track_id"], unique=False)
     op.create_index(
         "ix_ingest_jobs_unpublished",
