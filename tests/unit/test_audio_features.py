@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 
+from tasks.analysis import audio_features
 from tasks.analysis.analyse import mood_for
 from tasks.analysis.audio_features import (
     AudioFeatures,
@@ -100,3 +103,20 @@ def test_a_missing_file_and_a_file_that_is_not_audio_are_permanent_errors(
         read_audio(tmp_path / "absent.wav", max_seconds=120)
     with pytest.raises(AudioUnreadableError, match="cannot read audio file"):
         read_audio(text_file, max_seconds=120)
+
+
+def test_a_stereo_excerpt_is_mixed_to_mono_block_by_block_as_it_was_whole(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    left, right = audio.click_track(120, duration=30), audio.noise(0.1, duration=30)
+    path = tmp_path / "stereo.wav"
+    soundfile.write(path, np.stack([left, right], axis=1).astype(np.float32), audio.RATE)
+    monkeypatch.setattr(audio_features, "READ_BLOCK_FRAMES", 10_007)
+
+    samples, rate = read_audio(path, max_seconds=20)
+
+    with soundfile.SoundFile(path) as file:
+        file.seek((file.frames - 20 * audio.RATE) // 2)
+        whole = file.read(20 * audio.RATE, dtype="float32", always_2d=True).mean(axis=1)
+    assert rate == audio.RATE and samples.dtype == np.float32
+    np.testing.assert_array_equal(samples, whole)
