@@ -16,11 +16,18 @@ short-time spectra in NumPy, the textbook ones, written down so a reader can che
 - **key and mode**: the chroma (power per pitch class, 55 Hz to 2 kHz) correlated with the
   Krumhansl-Kessler major and minor key profiles in all twelve keys; ``mode_strength`` is
   the best major correlation minus the best minor one (positive: major).
+
+No whole spectrogram is held: the excerpt is mixed to mono as it is read, and the spectra
+come 128 frames at a time, each block adding its frames' flux and its power per frequency
+bin to what the measures read, so a two-minute excerpt at 44.1 kHz costs its 21 MB of
+samples and a few MB more (about 30 MB over the imports at the peak, 210-275 MB before;
+``python -m bench.analysis_memory``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,11 @@ import soundfile
 from worker.errors import PermanentError
 
 FRAMES_PER_SECOND = 100
+# Frames of spectra computed at once. Small, because NumPy's rfft of a block peaks at about
+# five times its output (21 MB for 512 frames at 44.1 kHz, 5 MB for 128); no slower.
+SPECTRA_BLOCK_FRAMES = 128
+# Samples read (and squared in float64) at once: 64k frames, 0.5 MB of stereo float32.
+READ_BLOCK_FRAMES = 65_536
 MIN_BPM, MAX_BPM, PRIOR_BPM = 60.0, 200.0, 120.0
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 # Krumhansl & Kessler (1982) probe-tone ratings, tonic first.
@@ -65,39 +77,59 @@ def read_audio(path: Path, max_seconds: float) -> tuple[np.ndarray, int]:
             rate = audio.samplerate
             window = min(audio.frames, int(max_seconds * rate))
             audio.seek((audio.frames - window) // 2)
-            samples = audio.read(window, dtype="float32", always_2d=True)
+            # Mixed down block by block: only the mono excerpt is ever held, not the
+            # excerpt in all its channels as well (42 MB more for two minutes of stereo).
+            samples = np.empty(window, dtype=np.float32)
+            block = np.empty((min(READ_BLOCK_FRAMES, window), audio.channels), dtype=np.float32)
+            filled = 0
+            while filled < window:
+                read = audio.read(min(len(block), window - filled), out=block)
+                if len(read) == 0:  # an estimated header (MP3) promised more than there is
+                    break
+                read.mean(axis=1, out=samples[filled : filled + len(read)])
+                filled += len(read)
     except (OSError, RuntimeError) as exc:  # libsndfile's errors are RuntimeErrors
         raise AudioUnreadableError(f"cannot read audio file {str(path)!r}: {exc}") from exc
-    if samples.shape[0] < rate // 2:
+    if filled < rate // 2:
         raise AudioUnreadableError(
-            f"audio file {str(path)!r} has {samples.shape[0] / rate:.2f} s of audio; "
-            "at least 0.5 s is needed"
+            f"audio file {str(path)!r} has {filled / rate:.2f} s of audio; at least 0.5 s is needed"
         )
-    return samples.mean(axis=1), rate
+    return samples[:filled], rate
 
 
-def _spectra(samples: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Magnitude spectra of Hann-windowed frames every 10 ms; frequencies; hop in samples."""
+def _frame_size(rate: int) -> int:
+    return 1 << math.ceil(math.log2(0.046 * rate))  # ~46 ms: 2048 samples at 44.1 kHz
+
+
+def _spectra(samples: np.ndarray, rate: int) -> Iterator[np.ndarray]:
+    """Magnitude spectra of Hann-windowed frames every 10 ms, ``SPECTRA_BLOCK_FRAMES`` frames
+    at a time: the whole spectrogram of a two-minute excerpt would be 49 MB."""
     hop = rate // FRAMES_PER_SECOND
-    size = 1 << math.ceil(math.log2(0.046 * rate))  # ~46 ms: 2048 samples at 44.1 kHz
-    padded = np.concatenate([samples, np.zeros(size, dtype=samples.dtype)])
+    size = _frame_size(rate)
     count = 1 + (len(samples) - 1) // hop
     window = np.hanning(size).astype(np.float32)
-    # In blocks: a two-minute excerpt would otherwise hold every frame's copy at once.
-    blocks = []
-    for first in range(0, count, 512):
-        starts = np.arange(first, min(first + 512, count)) * hop
-        frames = padded[starts[:, None] + np.arange(size)] * window
-        blocks.append(np.abs(np.fft.rfft(frames, axis=1)).astype(np.float32))
-    # Scaled so a full-scale sine peaks at about 1.
-    magnitudes = np.concatenate(blocks) / (window.sum() / 2)
-    return magnitudes, np.fft.rfftfreq(size, 1 / rate), hop
+    scale = window.sum() / 2  # so a full-scale sine peaks at about 1
+    for first in range(0, count, SPECTRA_BLOCK_FRAMES):
+        frames = min(SPECTRA_BLOCK_FRAMES, count - first)
+        span = samples[first * hop : (first + frames - 1) * hop + size]
+        if len(span) < (frames - 1) * hop + size:  # the last frames run past the end
+            span = np.concatenate(
+                [span, np.zeros((frames - 1) * hop + size - len(span), dtype=samples.dtype)]
+            )
+        windowed = np.lib.stride_tricks.sliding_window_view(span, size)[::hop] * window
+        yield np.abs(np.fft.rfft(windowed, axis=1)).astype(np.float32) / scale
 
 
-def spectral_flux(magnitudes: np.ndarray) -> np.ndarray:
+def spectral_flux(magnitudes: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+    """Per frame, the mean rise of log-magnitude since the frame before. ``previous`` is the
+    magnitude spectrum of the frame before the first (the previous block's last); without
+    one the first frame is the excerpt's, whose flux is 0."""
     log_mag = np.log1p(100.0 * magnitudes)
     rise = np.maximum(np.diff(log_mag, axis=0), 0.0).mean(axis=1)
-    return np.concatenate([[0.0], rise])
+    first = 0.0
+    if previous is not None:
+        first = float(np.maximum(log_mag[0] - np.log1p(100.0 * previous), 0.0).mean())
+    return np.concatenate([[first], rise])
 
 
 def onset_frames(flux: np.ndarray) -> np.ndarray:
@@ -150,13 +182,13 @@ def estimate_tempo(flux: np.ndarray, frames_per_second: float) -> float | None:
 
 
 def key_and_mode(
-    magnitudes: np.ndarray, frequencies: np.ndarray
+    power: np.ndarray, frequencies: np.ndarray
 ) -> tuple[str | None, str | None, float]:
+    """The key from ``power``, each frequency bin's power summed over the excerpt's frames."""
     band = (frequencies >= 55) & (frequencies <= 2000)
     pitch = np.round(12 * np.log2(frequencies[band] / 440.0)).astype(int) % 12
     pitch_class = (pitch + 9) % 12  # 440 Hz is A
-    power = (magnitudes[:, band] ** 2).sum(axis=0)
-    chroma = np.bincount(pitch_class, weights=power, minlength=12)
+    chroma = np.bincount(pitch_class, weights=power[band], minlength=12)
     if chroma.sum() <= 0 or np.allclose(chroma, chroma[0]):
         return None, None, 0.0
 
@@ -173,19 +205,32 @@ def key_and_mode(
 
 
 def extract_features(samples: np.ndarray, rate: int) -> AudioFeatures:
-    magnitudes, frequencies, hop = _spectra(samples, rate)
+    hop = rate // FRAMES_PER_SECOND
     frames_per_second = rate / hop
+    frequencies = np.fft.rfftfreq(_frame_size(rate), 1 / rate)
     duration = len(samples) / rate
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    # What each measure needs of the spectra, gathered one block at a time: the flux per
+    # frame (onsets, tempo) and the power per bin (brightness, key).
+    fluxes: list[np.ndarray] = []
+    power = np.zeros(len(frequencies))
+    previous: np.ndarray | None = None
+    for magnitudes in _spectra(samples, rate):
+        fluxes.append(spectral_flux(magnitudes, previous))
+        power += np.square(magnitudes, dtype=np.float64).sum(axis=0)
+        previous = magnitudes[-1].copy()  # a view would keep the whole block alive
+    flux = np.concatenate(fluxes)
+    squares = sum(
+        float(np.square(samples[start : start + READ_BLOCK_FRAMES], dtype=np.float64).sum())
+        for start in range(0, len(samples), READ_BLOCK_FRAMES)
+    )
+    rms = math.sqrt(squares / len(samples))
     loudness_db = max(20 * math.log10(rms), -120.0) if rms > 0 else -120.0
-    flux = spectral_flux(magnitudes)
     onsets = len(onset_frames(flux))
     onset_rate = onsets / duration
     loudness_score = min(max((loudness_db + 60) / 60, 0.0), 1.0)
     onset_score = min(onset_rate / 6, 1.0)
-    power = (magnitudes**2).sum(axis=0)
     brightness = float((frequencies * power).sum() / power.sum()) if power.sum() > 0 else 0.0
-    key, mode, mode_strength = key_and_mode(magnitudes, frequencies)
+    key, mode, mode_strength = key_and_mode(power, frequencies)
     return AudioFeatures(
         duration_seconds=duration,
         loudness_db=loudness_db,
