@@ -13,6 +13,7 @@ its reason has committed.
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -889,16 +890,20 @@ async def submit_ingest(request: Request, ctx: ConsoleDep, who: Submitter) -> di
         file_fields=("files", "cover"),
         text_fields=("user_id", "track_id"),
     )
-    with tempfile.TemporaryDirectory(prefix="upload-", dir=scratch_root) as scratch:
+    scratch = Path(tempfile.mkdtemp(prefix="upload-", dir=scratch_root))
+    try:
         try:
             received = await uploads.receive(
-                request.stream(), request.headers.get("content-type", ""), Path(scratch), limits
+                request.stream(), request.headers.get("content-type", ""), scratch, limits
             )
         except uploads.UploadRefusedError as exc:
             detail: Any = {"error": str(exc)} if exc.status == 400 else str(exc)
             raise HTTPException(exc.status, detail) from None
         sent = _submission(who, received)
         ids = await run_in_threadpool(_submit, request, ctx, who, sent)
+    finally:
+        # In the pool: removing a hundred large files is no work for the event loop.
+        await run_in_threadpool(shutil.rmtree, scratch, ignore_errors=True)
     return {"job_ids": ids, "user_id": sent.user_id}
 
 
