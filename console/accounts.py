@@ -53,10 +53,12 @@ class Principal:
     def may(self, need: str) -> bool:
         """``read``: the reports; ``admin``: change things; ``trigger``: enqueue tasks;
         ``regenerate``: rebuild a playlist (a listener their own); ``workflows``: make
-        and change workflows (a listener their own); ``any``: any valid credential (the
-        route then decides, as for whose playlists)."""
+        and change workflows (a listener their own); ``ingest``: upload media (a listener
+        as themselves); ``any``: any valid credential (the route then decides, as for whose
+        playlists)."""
         allowed = {
             "any": {"admin", "viewer", "service", "user"},
+            "ingest": {"admin", "service", "user"},
             "regenerate": {"admin", "user"},
             "workflows": {"admin", "user"},
             "read": {"admin", "viewer"},

@@ -1,26 +1,35 @@
 """The HTTP API under ``/api/automation``: status and triggers, trending, smart
-playlists, schedules, runs, dead letters, the audit log and event workflows. Bearer tokens only
-(``console.auth``); every change is recorded in the audit log with who and from where.
+playlists, schedules, runs, dead letters, the audit log, event workflows and media ingest.
+Bearer tokens only (``console.auth``); every change is recorded in the audit log with who
+and from where.
 
 Handlers are plain ``def``: FastAPI runs them in its thread pool, where the synchronous
-session and the Celery client belong. Each opens its own transaction, and a message is
-sent only after the transaction that records its reason has committed.
+session and the Celery client belong. The one exception is the upload, which reads its
+body as it arrives (``console.uploads``) and does its database work in the pool. Each
+opens its own transaction, and a message is sent only after the transaction that records
+its reason has committed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, status
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from console import uploads
 from console.accounts import Principal, audit
 from console.auth import ConsoleDep, address, require
 from console.context import Console
-from db.models import PLAYLIST_TYPES, AdminAudit, DeadLetter, TaskRun
+from db.models import INGEST_STATUSES, PLAYLIST_TYPES, AdminAudit, DeadLetter, IngestJob, TaskRun
 from db.queries import queries
 from db.session import session_scope
 from tasks.automation.operations import (
@@ -38,6 +47,9 @@ from tasks.automation.status import (
     send_trigger,
     valid_triggers,
 )
+from tasks.ingest import control
+from tasks.ingest.jobs import SubmissionError, check_owner, pair, submit_files
+from tasks.ingest.storage import StorageUnavailableError, open_bucket
 from tasks.workflows import store as workflow_store
 from tasks.workflows.definition import DefinitionError
 from worker.arguments import validate_arguments
@@ -690,3 +702,358 @@ def workflow_logs(
 
     result: dict[str, Any] = _workflow_call(read)
     return result
+
+
+# Media ingest (``tasks.ingest``): uploads become jobs, which the ingest workers turn into
+# tracks; an admin pauses, resumes and tunes the pipeline. A user token uploads as its own
+# user and sees only its own jobs (someone else's is "not found", as with workflows).
+
+Submitter = Annotated[Principal, Depends(require("ingest"))]
+IngestStatus = Literal["queued", "processing", "done", "failed"]
+assert set(get_args(IngestStatus)) == set(INGEST_STATUSES)
+MAX_UPLOAD_FILES = 100
+UPLOAD_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "Audio files (and covers named as they are: "
+                            "song.flac with song.jpg), or an image with track_id.",
+                        },
+                        "cover": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "A cover for the one audio file sent.",
+                        },
+                        "user_id": {
+                            "type": "integer",
+                            "description": "Whose upload (admin and service tokens; a user "
+                            "token uploads as its user).",
+                        },
+                        "track_id": {
+                            "type": "integer",
+                            "description": "With an image: the track it is the new cover of.",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@dataclass(frozen=True)
+class _Submission:
+    files: list[Path]
+    cover: Path | None
+    user_id: int | None
+    track_id: int | None
+    total_bytes: int
+
+
+def _whole_number(fields: dict[str, str], name: str) -> int | None:
+    value = fields.get(name)
+    if value is None or not value.strip():
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise _bad_request(f"{name}: a whole number, not {value!r}") from None
+
+
+def _submission(who: Principal, received: uploads.Received) -> _Submission:
+    """What was sent, once the caller may send it as it stands."""
+    files = received.files.get("files", [])
+    covers = received.files.get("cover", [])
+    if not files:
+        raise _bad_request("send one or more files as the multipart field `files`")
+    if len(covers) > 1:
+        raise _bad_request("one cover at most")
+    if covers and len(pair([p.name for p in files])) != 1:
+        raise _bad_request("cover goes with exactly one audio file")
+    user_id = _whole_number(received.fields, "user_id")
+    if who.role == "user":
+        if user_id not in (None, who.user_id):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, "a user token uploads only as its own user"
+            )
+        user_id = who.user_id
+    return _Submission(
+        files=files,
+        cover=covers[0] if covers else None,
+        user_id=user_id,
+        track_id=_whole_number(received.fields, "track_id"),
+        total_bytes=received.total_bytes,
+    )
+
+
+def _listener_s_track(session: Session, user_id: int, track_id: int) -> bool:
+    """Whether the track came from one of the user's own uploads: a listener may give a
+    new cover only to such a track, not to anyone's in the catalogue."""
+    return (
+        session.scalar(
+            select(IngestJob.id)
+            .where(
+                IngestJob.track_id == track_id,
+                IngestJob.user_id == user_id,
+                IngestJob.kind == "audio",
+                IngestJob.status == "done",
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def _submit(request: Request, ctx: Console, who: Principal, sent: _Submission) -> list[int]:
+    """The jobs, created in one transaction with their audit row."""
+    settings = ctx.settings
+    now = _now()
+    with session_scope() as session:
+        try:
+            check_owner(session, sent.user_id, sent.track_id)
+        except SubmissionError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        if (
+            who.role == "user"
+            and sent.track_id is not None
+            and not _listener_s_track(session, sent.user_id or 0, sent.track_id)
+        ):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"track {sent.track_id} is not from this user's uploads: a user token gives a "
+                "cover only to its own tracks",
+            )
+        try:
+            ids = submit_files(
+                session,
+                open_bucket(settings),
+                sent.files,
+                today=now.date(),
+                user_id=sent.user_id,
+                track_id=sent.track_id,
+                cover=sent.cover,
+                via="api",
+                max_attempts=settings.ingest_max_attempts,
+            )
+        except SubmissionError as exc:
+            raise _bad_request(str(exc)) from None
+        except StorageUnavailableError as exc:  # ours to fix, not the caller's
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+        audit(
+            session,
+            who.name,
+            "ingest.submit",
+            "ingest" if sent.user_id is None else f"user:{sent.user_id}",
+            {
+                "job_ids": ids,
+                "files": [p.name for p in sent.files],
+                "cover": sent.cover.name if sent.cover else None,
+                "bytes": sent.total_bytes,
+                "user_id": sent.user_id,
+                "track_id": sent.track_id,
+            },
+            address(request),
+        )
+    return ids
+
+
+@router.post(
+    "/ingest",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Upload media for ingest (multipart: files, cover, user_id, track_id); answers "
+    "the jobs' ids. Admin or service for any user, a user token as its own user.",
+    openapi_extra=UPLOAD_FORM,
+    responses={
+        400: {"description": "No files, a malformed body, an unknown field or a bad id"},
+        403: {"description": "A user token naming another user, or a track not its own"},
+        404: {"description": "No such user or track"},
+        413: {"description": "A file over INGEST_MAX_BYTES, or too many files: nothing kept"},
+        415: {"description": "Not multipart/form-data"},
+    },
+)
+async def submit_ingest(request: Request, ctx: ConsoleDep, who: Submitter) -> dict[str, Any]:
+    # Streamed to a scratch folder beside the data (not the system's /tmp, which may be a
+    # small tmpfs), then copied into the bucket; the folder goes whatever happens.
+    scratch_root = ctx.settings.data_dir / "ingest-uploads"
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    limits = uploads.Limits(
+        max_file_bytes=ctx.settings.ingest_max_bytes,
+        max_files=MAX_UPLOAD_FILES,
+        file_fields=("files", "cover"),
+        text_fields=("user_id", "track_id"),
+    )
+    scratch = Path(tempfile.mkdtemp(prefix="upload-", dir=scratch_root))
+    try:
+        try:
+            received = await uploads.receive(
+                request.stream(), request.headers.get("content-type", ""), scratch, limits
+            )
+        except uploads.UploadRefusedError as exc:
+            detail: Any = {"error": str(exc)} if exc.status == 400 else str(exc)
+            raise HTTPException(exc.status, detail) from None
+        sent = _submission(who, received)
+        ids = await run_in_threadpool(_submit, request, ctx, who, sent)
+    finally:
+        # In the pool: removing a hundred large files is no work for the event loop.
+        await run_in_threadpool(shutil.rmtree, scratch, ignore_errors=True)
+    return {"job_ids": ids, "user_id": sent.user_id}
+
+
+def _controls_json(session: Session, ctx: Console) -> dict[str, Any]:
+    live = control.effective(session, ctx.settings)
+    return {k: _iso(v) if isinstance(v, dt.datetime) else v for k, v in live.items()}
+
+
+def _ingest_control(
+    request: Request, ctx: Console, who: Principal, action: str, change: Any
+) -> dict[str, Any]:
+    """An admin's change to the pipeline, in one transaction with its audit row; the
+    change's own result is what is audited, and answered with the controls as they now
+    are."""
+    try:
+        with session_scope() as session:
+            done: dict[str, Any] = change(session)
+            audit(session, who.name, f"ingest.{action}", "ingest", done, address(request))
+            return {**done, "controls": _controls_json(session, ctx)}
+    except control.ControlError as exc:
+        raise _bad_request(str(exc)) from None
+
+
+@router.get(
+    "/ingest",
+    summary="The ingest pipeline: jobs per state, the last hour (done, failed, queued, jobs "
+    "per minute), the oldest queued job, per-hour counts, paused or running, the controls",
+)
+def ingest_statistics(
+    ctx: ConsoleDep, _: Reader, hours: Annotated[int, Query(ge=1, le=168)] = 24
+) -> dict[str, Any]:
+    with session_scope() as session:
+        return control.statistics(session, _now(), ctx.settings, hours=hours).as_json()
+
+
+@router.get("/ingest/jobs", summary="Ingest jobs, newest first (a user token: its own)")
+def ingest_jobs(
+    who: Caller,
+    job_status: Annotated[IngestStatus | None, Query(alias="status")] = None,
+    limit: Limit = 50,
+    before: int | None = None,
+) -> dict[str, Any]:
+    owner = _owner(who)
+    with session_scope() as session:
+        items = control.list_jobs(
+            session, status=job_status, before=before, limit=limit, user_id=owner
+        )
+    return _page(items, limit)
+
+
+@router.get(
+    "/ingest/jobs/{job_id}",
+    summary="One ingest job with what each finished step recorded (a user token: its own)",
+)
+def ingest_job(job_id: int, who: Caller) -> dict[str, Any]:
+    owner = _owner(who)
+    with session_scope() as session:
+        try:
+            job = control.describe_job(session, job_id)
+        except LookupError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    if owner is not None and job["user_id"] != owner:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no ingest job {job_id}")
+    return job
+
+
+@router.post(
+    "/ingest/pause",
+    summary="Stop new ingest jobs from starting; running ones finish, queued ones wait (admin)",
+)
+def pause_ingest(request: Request, ctx: ConsoleDep, who: Admin) -> dict[str, Any]:
+    return _ingest_control(
+        request,
+        ctx,
+        who,
+        "pause",
+        lambda session: {"changed": control.pause(session, who.name, _now())},
+    )
+
+
+@router.post("/ingest/resume", summary="Start queued ingest jobs again (admin)")
+def resume_ingest(request: Request, ctx: ConsoleDep, who: Admin) -> dict[str, Any]:
+    return _ingest_control(
+        request, ctx, who, "resume", lambda session: {"changed": control.resume(session, _now())}
+    )
+
+
+@router.post(
+    "/ingest/retry-failed",
+    summary="Every failed ingest job back to the queue, resuming at the step that failed "
+    "(admin; one job: POST /retry/ingest/{id})",
+)
+def retry_failed_ingest(request: Request, ctx: ConsoleDep, who: Admin) -> dict[str, Any]:
+    return _ingest_control(
+        request,
+        ctx,
+        who,
+        "retry_failed",
+        lambda session: {"requeued": control.retry_failed(session)},
+    )
+
+
+@router.post(
+    "/ingest/clear-failed",
+    summary="Delete every failed ingest job (their uploads stay in the bucket) (admin)",
+)
+def clear_failed_ingest(request: Request, ctx: ConsoleDep, who: Admin) -> dict[str, Any]:
+    return _ingest_control(
+        request,
+        ctx,
+        who,
+        "clear_failed",
+        lambda session: {"cleared": control.clear_failed(session)},
+    )
+
+
+ControlValue = StrictInt | Literal["default"]
+
+
+class IngestConfigRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: ControlValue | None = Field(
+        default=None, description="Jobs in flight at most; 'default': INGEST_BATCH_SIZE."
+    )
+    rate_per_minute: ControlValue | None = Field(
+        default=None, description="Jobs started per minute at most; 'default': the setting."
+    )
+    concurrency: dict[str, ControlValue] | None = Field(
+        default=None,
+        description="Per step (probe, analysis, images, publish): jobs in it at once; "
+        "'default': the setting.",
+    )
+
+
+@router.put(
+    "/ingest/config",
+    summary="Change the live batch size, rate or per-step concurrency; every worker takes it "
+    "at once (admin)",
+    responses={400: {"description": "Nothing to change, an unknown step or a value below 1"}},
+)
+def configure_ingest(
+    body: IngestConfigRequest, request: Request, ctx: ConsoleDep, who: Admin
+) -> dict[str, Any]:
+    changes = body.model_dump(exclude_none=True)
+    if not changes:
+        raise _bad_request("give batch_size, rate_per_minute or concurrency")
+
+    def change(session: Session) -> dict[str, Any]:
+        control.configure(session, _now(), **changes)
+        return {"set": changes}
+
+    return _ingest_control(request, ctx, who, "config", change)

@@ -80,6 +80,7 @@ def require(need: str) -> Callable[..., Principal]:
                     "any": "a token",
                     "regenerate": "admin or a user token",
                     "workflows": "admin or a user token",
+                    "ingest": "admin, service or a user token",
                 }[need]
                 + ")",
             )

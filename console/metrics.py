@@ -13,8 +13,9 @@ from three places:
 - PostgreSQL, without a full scan (the target is 50 ms at 10M plays, measured by
   ``bench/metrics_scrape.py``): see ``tasks.monitoring.readings``. Counts over few rows use
   their indexes (active and failed ledger rows, stale ones, an entry's newest fires,
-  workflow executions to do or failed in the last day, status changes not yet matched);
-  completed ledger rows and listens by enrichment status, which only a whole-table count
+  workflow executions to do or failed in the last day, status changes not yet matched,
+  ingest jobs waiting, running, failed or finished in the last hour); completed ledger
+  rows, done ingest jobs and listens by enrichment status, which only a whole-table count
   would give exactly, are the planner's estimates (``*_estimated``), as fresh as the last
   ANALYZE (a status too rare to be among a column's common values reads 0).
 
@@ -241,6 +242,7 @@ class AutomationCollector(Collector):
 
             metrics += self._schedule(session, now)
             metrics += self._workflows(session, now)
+            metrics += self._ingest(session, now)
         yield from metrics
 
     def _schedule(self, session: Any, now: dt.datetime) -> list[Metric]:
@@ -307,6 +309,51 @@ class AutomationCollector(Collector):
                 "Age of the oldest status change not matched yet (0: none); minutes mean no "
                 "dispatcher runs (no worker consumes the workflows queue).",
                 _age(now, health.oldest_unmatched_at),
+            ),
+        ]
+
+    def _ingest(self, session: Any, now: dt.datetime) -> list[Metric]:
+        minutes = self.ctx.settings.alert_ingest_queued_minutes
+        health = readings.ingest_health(session, now, dt.timedelta(minutes=minutes))
+        jobs = gauge(
+            "ingest_jobs", "Ingest jobs queued, processing or failed, by status.", ["status"]
+        )
+        jobs.add_metric(["queued"], health.queued)
+        jobs.add_metric(["processing"], health.processing)
+        jobs.add_metric(["failed"], health.failed)
+        # Done jobs are most of the table: the planner's count of it, less the exact rest.
+        whole = readings.estimated_rows(session, "ingest_jobs")
+        done = max(0, whole - health.queued - health.processing - health.failed)
+        finished = gauge(
+            "ingest_jobs_finished_1h",
+            "Ingest jobs that finished in the last hour, by outcome (done, failed).",
+            ["outcome"],
+        )
+        finished.add_metric(["done"], health.done_last_hour)
+        finished.add_metric(["failed"], health.failed_last_hour)
+        return [
+            jobs,
+            single(
+                "ingest_done_jobs_estimated",
+                "Done ingest jobs: an estimate (planner's table size, less the rest).",
+                done,
+            ),
+            finished,
+            single(
+                "ingest_stale_queued",
+                "Ingest jobs queued longer than ALERT_INGEST_QUEUED_MINUTES (the ingest-stuck "
+                "alert).",
+                health.stale_queued,
+            ),
+            single(
+                "ingest_oldest_queued_age_seconds",
+                "How long the oldest queued ingest job has waited (0: none).",
+                _age(now, health.oldest_queued_at),
+            ),
+            single(
+                "ingest_paused",
+                "1 while ingest is paused: queued jobs wait (`automation ingest resume`).",
+                int(health.paused),
             ),
         ]
 

@@ -1,6 +1,6 @@
 """The status page under ``/console``: sign-in, the whole status report on one page, and
 an admin's buttons (trigger, pause and resume a schedule entry, retry a failed ledger row
-or workflow execution).
+or workflow execution, pause and resume media ingest and retry its failed jobs).
 
 Server-rendered HTML and plain forms, no script: the page works in any browser and has
 nothing to build. Handlers are thin: the session cookie and CSRF checks are
@@ -46,6 +46,7 @@ from tasks.automation.status import (
     send_trigger,
     valid_triggers,
 )
+from tasks.ingest import control as ingest_control
 from worker.errors import PermanentError
 from worker.schedules.store import set_paused
 
@@ -67,6 +68,8 @@ FAILED_EXECUTIONS = 10
 # created_at index however rare failures are among the executions.
 FAILED_EXECUTIONS_WINDOW = dt.timedelta(days=7)
 RUN_FAILURES = ("failure", "lost", "refused")
+INGEST_HOURS = 12  # the ingest panel's table of hours
+FAILED_INGEST_JOBS = 10
 MAX_USERNAME = 64  # as accounts.create_admin allows
 MAX_PASSWORD = 1024
 
@@ -197,6 +200,62 @@ def latest_dead_letters(session: Session, n: int = DEAD_LETTERS) -> list[dict[st
     ]
 
 
+def age(seconds: float | None) -> str | None:
+    """A wait as people read it: 45 s, 12 min 5 s, 3 h 07 min."""
+    if seconds is None:
+        return None
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+def ingest_panel(session: Session, now: dt.datetime, settings: Any) -> dict[str, Any]:
+    """Media ingest as Immich's job page has it: jobs per state (waiting is queued, active
+    is processing), paused or running, the last hour, the oldest waiting job, the last
+    ``INGEST_HOURS`` hours, and the newest failed jobs with their reasons."""
+    stats = ingest_control.statistics(session, now, settings, hours=INGEST_HOURS)
+    oldest = stats.oldest_queued
+    return {
+        "counts": {
+            "waiting": stats.counts["queued"],
+            "active": stats.counts["processing"],
+            "done": stats.counts["done"],
+            "failed": stats.counts["failed"],
+        },
+        "paused": stats.paused,
+        "paused_at": _iso(stats.paused_at),
+        "paused_by": stats.paused_by,
+        "done_last_hour": stats.done_last_hour,
+        "failed_last_hour": stats.failed_last_hour,
+        "queued_last_hour": stats.queued_last_hour,
+        "jobs_per_minute": stats.jobs_per_minute,
+        "oldest_queued": None
+        if oldest is None
+        else {
+            "id": oldest["id"],
+            "object_path": oldest["object_path"],
+            "age": age(oldest["waiting_seconds"]),
+        },
+        # Newest hour first, as the other lists run.
+        "per_hour": [
+            {**hour, "hour": hour["hour"].strftime("%Y-%m-%d %H:00")}
+            for hour in reversed(stats.per_hour)
+        ],
+        "failed_jobs": [
+            {
+                **job,
+                "finished_at": job["finished_at"] and job["finished_at"][:19],
+                "error": (job["error"] or "")[:300] or None,
+            }
+            for job in ingest_control.list_jobs(session, status="failed", limit=FAILED_INGEST_JOBS)
+        ],
+        "controls": stats.controls,
+    }
+
+
 def page_data(session: Session, ctx: Console, now: dt.datetime) -> dict[str, Any]:
     """Everything the page shows: the status report and the lists beside it."""
     triggers = valid_triggers(ctx.celery)
@@ -209,6 +268,7 @@ def page_data(session: Session, ctx: Console, now: dt.datetime) -> dict[str, Any
         "failed_ledger": failed_ledger_rows(session),
         "failed_executions": failed_workflow_executions(session, now),
         "dead_letters": latest_dead_letters(session),
+        "ingest": ingest_panel(session, now, ctx.settings),
         # Buttons for "all" and the short names; every task name in a list beside them.
         "trigger_buttons": [name for name in triggers if name in TRIGGER_ALIASES],
         "trigger_names": triggers,
@@ -524,4 +584,44 @@ def retry(
         return _back(
             ctx, f"Workflow execution {row_id} (workflow {done['workflow_id']}): pending again."
         )
-    return _back(ctx, f"Ledger row {row_id} ({done['task_type']}): pending again.")
+    if kind == "ledger":
+        return _back(ctx, f"Ledger row {row_id} ({done['task_type']}): pending again.")
+    # A kind added to operations.RETRY_KINDS later (ingest jobs): its own answer, said plainly.
+    return _back(ctx, f"{kind} {row_id}: {done.get('status', 'retried')} again.")
+
+
+INGEST_ACTIONS = ("pause", "resume", "retry-failed")
+
+
+@router.post("/ingest/{action}")
+def ingest_action(
+    request: Request,
+    ctx: ConsoleDep,
+    action: str,
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
+    """Pause or resume media ingest, or put its failed jobs back in the queue."""
+    who = acting(request, ctx, csrf)
+    if isinstance(who, Response):
+        return who
+    if action not in INGEST_ACTIONS:
+        return _back(ctx, f"Unknown action {action!r}.", ok=False)
+    now = dt.datetime.now(dt.UTC)
+    name = who.principal.name
+    with session_scope() as session:
+        if action == "pause":
+            changed = ingest_control.pause(session, name, now)
+            detail: dict[str, Any] = {"changed": changed}
+            message = "Ingest paused." if changed else "Ingest was paused already."
+        elif action == "resume":
+            changed = ingest_control.resume(session, now)
+            detail = {"changed": changed}
+            message = "Ingest resumed." if changed else "Ingest was running already."
+        else:
+            requeued = ingest_control.retry_failed(session)
+            detail = {"requeued": requeued}
+            message = f"{len(requeued)} failed ingest job(s) queued again."
+        # The same audit actions as the API's routes.
+        action_name = "ingest." + action.replace("-", "_")
+        accounts.audit(session, name, action_name, "ingest", detail, remote=address(request))
+    return _back(ctx, message)

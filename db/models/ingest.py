@@ -94,6 +94,8 @@ class IngestJob(Base):
             "created_at",
             postgresql_where=text("status IN ('queued', 'processing')"),
         ),
+        # Failed jobs, few beside the done ones: counted by /metrics, listed for a retry.
+        Index("ix_ingest_jobs_failed", "id", postgresql_where=text("status = 'failed'")),
         # Per-hour statistics: jobs finished in a window.
         Index("ix_ingest_jobs_finished_at", "finished_at"),
         # The rate limit: jobs published in the last minute.

@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from db.channels import INGEST_JOBS
@@ -238,3 +238,68 @@ def statistics(
 def queued_longer_than(session: Session, now: dt.datetime, age: dt.timedelta) -> int:
     """Jobs queued for longer than ``age``: the stuck alert's count."""
     return int(session.scalar(SQL["queued_before"], {"before": now - age}) or 0)
+
+
+# Jobs one at a time and a page at a time, for the API and the CLI. Kept together at the
+# end of the module: the CLI's own copies, if any, merge as a choice between two.
+
+JOB_FIELDS = (
+    "id",
+    "user_id",
+    "object_path",
+    "cover_path",
+    "kind",
+    "status",
+    "step",
+    "attempts",
+    "max_attempts",
+    "error",
+    "track_id",
+    "submitted_via",
+    "created_at",
+    "started_at",
+    "finished_at",
+)
+
+
+def _job(job: IngestJob) -> dict[str, Any]:
+    values = {name: getattr(job, name) for name in JOB_FIELDS}
+    return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in values.items()}
+
+
+def list_jobs(
+    session: Session,
+    *,
+    status: str | None = None,
+    before: int | None = None,
+    limit: int = 50,
+    user_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """Jobs newest first (by id, which only grows: ``before``, the last id of a page, gives
+    the next one without shifting or repeating), optionally of one status or user."""
+    query = select(IngestJob).order_by(IngestJob.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(IngestJob.status == status)
+    if before is not None:
+        query = query.where(IngestJob.id < before)
+    if user_id is not None:
+        query = query.where(IngestJob.user_id == user_id)
+    return [_job(job) for job in session.scalars(query)]
+
+
+def describe_job(session: Session, job_id: int) -> dict[str, Any]:
+    """One job with what each finished step recorded; ``LookupError`` for an unknown id.
+    The waveform's peaks (a number per column) are counted, not listed: the waveform PNG
+    among the images is their picture."""
+    job = session.get(IngestJob, job_id)
+    if job is None:
+        raise LookupError(f"no ingest job {job_id}")
+    outputs = dict(job.outputs or {})
+    analysis = outputs.get("analysis")
+    if isinstance(analysis, dict) and "peaks" in analysis:
+        peaks = analysis["peaks"] or []
+        outputs["analysis"] = {
+            **{k: v for k, v in analysis.items() if k != "peaks"},
+            "peak_columns": len(peaks),
+        }
+    return {**_job(job), "outputs": outputs}

@@ -22,7 +22,9 @@ Conditions, each with its key:
 - ``no_worker:<queue>``: no live worker consumes the queue;
 - ``workflows_unmatched``: a job's status change has waited over 5 minutes for the
   workflows' dispatcher (no worker on the workflows queue runs one, or it keeps failing);
-- ``workflows_waiting``: a workflow execution due over 10 minutes ago has not started.
+- ``workflows_waiting``: a workflow execution due over 10 minutes ago has not started;
+- ``ingest_stuck``: more than ALERT_INGEST_QUEUED_JOBS media ingest jobs queued for over
+  ALERT_INGEST_QUEUED_MINUTES (workers missing or too few, or the pipeline left paused).
 
 The two workflow thresholds are monitoring/alerts.yml's, so both ways of alerting agree.
 
@@ -45,6 +47,7 @@ from sqlalchemy.orm import Session
 
 from db.models import AlertIncident
 from tasks.enrichment.monitoring import find_stall
+from tasks.ingest import control as ingest_control
 from tasks.monitoring import readings
 from worker import liveness
 from worker.queues import QUEUE_NAMES
@@ -191,6 +194,25 @@ def _workflows(session: Session, now: dt.datetime, out: Evaluation) -> None:
         )
 
 
+def _ingest(session: Session, now: dt.datetime, settings: Settings, out: Evaluation) -> None:
+    minutes = settings.alert_ingest_queued_minutes
+    stale = ingest_control.queued_longer_than(session, now, dt.timedelta(minutes=minutes))
+    out.evaluated.add("ingest_stuck")
+    if stale > settings.alert_ingest_queued_jobs:
+        live = ingest_control.controls(session)
+        paused = live["paused_at"] is not None
+        # A pause left on is the likeliest cause, and one an operator can end at once.
+        hint = f"; ingest is paused (by {live['paused_by'] or 'someone'})" if paused else ""
+        out.holding.append(
+            Condition(
+                "ingest_stuck",
+                f"{stale} ingest jobs queued for over {minutes} min "
+                f"(threshold {settings.alert_ingest_queued_jobs}){hint}",
+                {"queued": stale, "minutes": minutes, "paused": paused},
+            )
+        )
+
+
 def _workers(client: redis.Redis, out: Evaluation) -> None:
     try:
         served = {q for queues in liveness.worker_queues(client).values() for q in queues}
@@ -216,6 +238,7 @@ def evaluate(
     _enrichment(session, now, settings, out)
     _dead_letters(session, out)
     _workflows(session, now, out)
+    _ingest(session, now, settings, out)
     _workers(client, out)
     return out
 

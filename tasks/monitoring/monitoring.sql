@@ -87,3 +87,20 @@ SELECT
     (SELECT count(*) FROM job_status_changes WHERE matched_at IS NULL) AS unmatched,
     (SELECT changed_at FROM job_status_changes WHERE matched_at IS NULL
      ORDER BY id LIMIT 1) AS oldest_unmatched_at
+
+-- name: ingest_health
+-- Media ingest, each part an index probe or a count over the few rows an index picks:
+-- jobs waiting or running (the partial ix_ingest_jobs_active), failed jobs (the partial
+-- ix_ingest_jobs_failed), the oldest waiting job (ix_ingest_jobs_active's first queued
+-- entry), and the jobs that finished in the last hour (ix_ingest_jobs_finished_at). Done
+-- jobs, most of the table, are the planner's estimate (``estimated_rows``).
+SELECT
+    (SELECT count(*) FROM ingest_jobs WHERE status = 'queued') AS queued,
+    (SELECT count(*) FROM ingest_jobs WHERE status = 'processing') AS processing,
+    (SELECT count(*) FROM ingest_jobs WHERE status = 'failed') AS failed,
+    (SELECT min(created_at) FROM ingest_jobs WHERE status = 'queued') AS oldest_queued_at,
+    (SELECT count(*) FROM ingest_jobs
+     WHERE finished_at > :since AND status = 'done') AS done_last_hour,
+    (SELECT count(*) FROM ingest_jobs
+     WHERE finished_at > :since AND status = 'failed') AS failed_last_hour,
+    EXISTS (SELECT 1 FROM ingest_pipeline WHERE id = 1 AND paused_at IS NOT NULL) AS paused

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from db.models import ScheduleEntry
 from db.queries import queries
+from tasks.ingest.control import queued_longer_than
 from worker.schedules.store import timing_of
 from worker.schedules.timing import latest_slot
 
@@ -151,6 +152,34 @@ def workflow_health(session: Session, now: dt.datetime) -> WorkflowHealth:
         failed_24h=int(row.failed_24h),
         unmatched=int(row.unmatched),
         oldest_unmatched_at=row.oldest_unmatched_at,
+    )
+
+
+@dataclass(frozen=True)
+class IngestHealth:
+    queued: int
+    processing: int
+    failed: int
+    stale_queued: int  # queued for longer than the stuck alert allows
+    oldest_queued_at: dt.datetime | None
+    done_last_hour: int
+    failed_last_hour: int
+    paused: bool
+
+
+def ingest_health(session: Session, now: dt.datetime, stale_after: dt.timedelta) -> IngestHealth:
+    """Media ingest as /metrics and the alert check see it; the stale count is
+    ``queued_longer_than``'s, the stuck alert's own."""
+    row = session.execute(SQL["ingest_health"], {"since": now - dt.timedelta(hours=1)}).one()
+    return IngestHealth(
+        queued=int(row.queued),
+        processing=int(row.processing),
+        failed=int(row.failed),
+        stale_queued=queued_longer_than(session, now, stale_after),
+        oldest_queued_at=row.oldest_queued_at,
+        done_last_hour=int(row.done_last_hour),
+        failed_last_hour=int(row.failed_last_hour),
+        paused=bool(row.paused),
     )
 
 

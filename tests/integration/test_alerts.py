@@ -19,12 +19,14 @@ from db.models import (
     AlertIncident,
     BackgroundTask,
     DeadLetter,
+    IngestJob,
     JobStatusChange,
     ScheduleFire,
     TaskRun,
     Workflow,
 )
 from standins.webhook import Webhook
+from tasks.ingest import control as ingest_control
 from tasks.monitoring.alerts import check_alerts
 from tests import factories as f
 from tests.enrichment_support import NOW as ENRICHMENT_NOW
@@ -37,6 +39,7 @@ from worker.settings import Settings, get_settings
 
 NOW = dt.datetime(2026, 11, 22, 12, 7, tzinfo=dt.UTC)
 MINUTE = dt.timedelta(minutes=1)
+HOUR = dt.timedelta(hours=1)
 FAKE_WORKER = "alerts-test-worker@host"
 
 
@@ -422,3 +425,92 @@ def test_a_workflow_execution_due_ten_minutes_ago_and_not_started_alerts(
 
     assert sent(webhook) == [("workflows_waiting", "firing")]
     assert webhook.posts[0]["detail"] == {"pending": 2, "oldest_seconds": 660}
+
+
+def queued_ingest_jobs(session: Session, n: int, age: dt.timedelta = 2 * HOUR) -> None:
+    session.add_all(
+        IngestJob(object_path=f"uploads/x/{i}.wav", created_at=NOW - age) for i in range(n)
+    )
+    session.flush()
+
+
+@pytest.mark.broker_independent
+def test_more_than_100_ingest_jobs_queued_for_an_hour_alert_once_then_recover(
+    session: Session, redis_client: redis.Redis, webhook: Webhook, settings: Settings
+) -> None:
+    queued_ingest_jobs(session, 101)
+
+    check_alerts(session, redis_client, NOW, settings)
+    check_alerts(session, redis_client, NOW + MINUTE, settings)
+    assert sent(webhook) == [("ingest_stuck", "firing")]
+    assert webhook.posts[0]["text"] == (
+        "[FIRING] 101 ingest jobs queued for over 60 min (threshold 100)"
+    )
+    assert webhook.posts[0]["detail"] == {"queued": 101, "minutes": 60, "paused": False}
+
+    session.execute(update(IngestJob).values(status="processing"))
+    check_alerts(session, redis_client, NOW + 2 * MINUTE, settings)
+    check_alerts(session, redis_client, NOW + 3 * MINUTE, settings)
+    assert sent(webhook) == [("ingest_stuck", "firing"), ("ingest_stuck", "resolved")]
+    incident = session.scalars(select(AlertIncident)).one()
+    assert incident.resolved_at == NOW + 2 * MINUTE
+
+
+@pytest.mark.broker_independent
+def test_100_ingest_jobs_queued_for_an_hour_raise_nothing(
+    session: Session, redis_client: redis.Redis, webhook: Webhook, settings: Settings
+) -> None:
+    queued_ingest_jobs(session, 100)
+
+    report = check_alerts(session, redis_client, NOW, settings)
+
+    assert report["holding"] == []
+    assert webhook.posts == []
+
+
+@pytest.mark.broker_independent
+def test_ingest_jobs_queued_for_less_than_an_hour_raise_nothing(
+    session: Session, redis_client: redis.Redis, webhook: Webhook, settings: Settings
+) -> None:
+    queued_ingest_jobs(session, 150, age=59 * MINUTE)
+
+    report = check_alerts(session, redis_client, NOW, settings)
+
+    assert report["holding"] == []
+    assert webhook.posts == []
+
+
+@pytest.mark.broker_independent
+def test_a_second_ingest_incident_after_a_recovery_is_posted_again(
+    session: Session, redis_client: redis.Redis, webhook: Webhook, settings: Settings
+) -> None:
+    queued_ingest_jobs(session, 101)
+    check_alerts(session, redis_client, NOW, settings)
+    session.execute(update(IngestJob).values(status="done"))
+    check_alerts(session, redis_client, NOW + MINUTE, settings)
+
+    queued_ingest_jobs(session, 101)
+    check_alerts(session, redis_client, NOW + 2 * MINUTE, settings)
+    check_alerts(session, redis_client, NOW + 3 * MINUTE, settings)
+
+    assert sent(webhook) == [
+        ("ingest_stuck", "firing"),
+        ("ingest_stuck", "resolved"),
+        ("ingest_stuck", "firing"),
+    ]
+    assert len(session.scalars(select(AlertIncident)).all()) == 2
+
+
+@pytest.mark.broker_independent
+def test_the_ingest_alert_says_when_the_pipeline_is_paused(
+    session: Session, redis_client: redis.Redis, webhook: Webhook, settings: Settings
+) -> None:
+    queued_ingest_jobs(session, 101)
+    ingest_control.pause(session, "ops", NOW - 3 * HOUR)
+
+    check_alerts(session, redis_client, NOW, settings)
+
+    assert webhook.posts[0]["summary"] == (
+        "101 ingest jobs queued for over 60 min (threshold 100); ingest is paused (by ops)"
+    )
+    assert webhook.posts[0]["detail"]["paused"] is True

@@ -119,6 +119,7 @@ def test_every_other_route_refuses_a_request_without_a_token(base_url: str) -> N
                 .replace("{kind}", "ledger")
                 .replace("{row_id}", "1")
                 .replace("{workflow_id}", "1")
+                .replace("{job_id}", "1")
             )
             answer = anonymous.request(method.upper(), url)
             assert answer.status_code == 401, (method, path, answer.status_code)
@@ -818,6 +819,16 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/automation/workflows/{workflow_id}/disable"): {"admin", "user"},
     ("POST", "/api/automation/workflows/{workflow_id}/test"): {"admin", "user"},
     ("GET", "/api/automation/workflows/{workflow_id}/logs"): {"admin", "viewer", "user"},
+    # Media ingest: a user token uploads as its own user and reads only its own jobs.
+    ("POST", "/api/automation/ingest"): {"admin", "service", "user"},
+    ("GET", "/api/automation/ingest"): {"admin", "viewer"},
+    ("GET", "/api/automation/ingest/jobs"): {"admin", "viewer", "user"},
+    ("GET", "/api/automation/ingest/jobs/{job_id}"): {"admin", "viewer", "user"},
+    ("POST", "/api/automation/ingest/pause"): {"admin"},
+    ("POST", "/api/automation/ingest/resume"): {"admin"},
+    ("POST", "/api/automation/ingest/retry-failed"): {"admin"},
+    ("POST", "/api/automation/ingest/clear-failed"): {"admin"},
+    ("PUT", "/api/automation/ingest/config"): {"admin"},
 }
 
 
@@ -841,7 +852,7 @@ def test_each_route_answers_exactly_the_roles_it_names(base_url: str) -> None:
     for (method, path), allowed in ALLOWED.items():
         # Arguments that are wrong on purpose: an allowed caller gets 400, 404 or 422, and
         # nothing changes; a refused one gets 403 before any of that is looked at.
-        url = path.format(name="no-such-entry", kind="ledger", row_id=0, workflow_id=0)
+        url = path.format(name="no-such-entry", kind="ledger", row_id=0, workflow_id=0, job_id=0)
         for role, token in tokens.items():
             answer = client(base_url, token).request(
                 method, url, json={} if method in ("POST", "PUT") else None

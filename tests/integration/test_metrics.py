@@ -18,10 +18,12 @@ from console.accounts import create_admin, issue_token
 from db.models import (
     BackgroundTask,
     DeadLetter,
+    IngestJob,
     ScheduleFire,
     TaskRun,
 )
 from tasks.enrichment.spotify import rate_limiter
+from tasks.ingest import control
 from tests import factories
 from tests.enrichment_support import add_listens, new_user
 from tests.integration.test_workflows import workflow
@@ -332,3 +334,56 @@ def test_every_metric_the_alert_rules_and_the_dashboard_use_is_in_a_scrape(
 
     used = metric_names([rule["expr"] for rule in rules()] + dashboard_exprs())
     assert used - scraped == set()
+
+
+def ingest_fixture(session: Session, now: dt.datetime) -> None:
+    """Three jobs queued two hours ago and one just now, one processing, two failed (one in
+    the last hour), three done (two in the last hour); the pipeline paused."""
+
+    def job(status: str, **fields: Any) -> None:
+        session.add(IngestJob(object_path=f"uploads/x/{status}.wav", status=status, **fields))
+
+    for _ in range(3):
+        job("queued", created_at=now - 2 * HOUR)
+    job("queued", created_at=now)
+    job("processing")
+    job("failed", finished_at=now - dt.timedelta(minutes=5))
+    job("failed", finished_at=now - 3 * HOUR)
+    job("done", finished_at=now - dt.timedelta(minutes=1))
+    job("done", finished_at=now - dt.timedelta(minutes=50))
+    job("done", finished_at=now - 5 * HOUR)
+    control.pause(session, "ops", now)
+
+
+def test_metrics_report_ingest_jobs_the_stale_queue_and_the_pause(
+    console: str, session: Session, engine: Engine
+) -> None:
+    token = token_for(session, "grafana-ingest", "viewer")
+    now = dt.datetime.now(dt.UTC)
+    ingest_fixture(session, now)
+    session.commit()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE ingest_jobs"))  # the done estimate's source
+
+    samples = scrape(console, token)
+
+    assert value(samples, "automation_ingest_jobs", status="queued") == 4
+    assert value(samples, "automation_ingest_jobs", status="processing") == 1
+    assert value(samples, "automation_ingest_jobs", status="failed") == 2
+    assert value(samples, "automation_ingest_done_jobs_estimated") == 3
+    assert value(samples, "automation_ingest_jobs_finished_1h", outcome="done") == 2
+    assert value(samples, "automation_ingest_jobs_finished_1h", outcome="failed") == 1
+    assert value(samples, "automation_ingest_stale_queued") == 3  # over ALERT_INGEST_QUEUED_MINUTES
+    assert 2 * 3600 <= value(samples, "automation_ingest_oldest_queued_age_seconds") < 2 * 3600 + 60
+    assert value(samples, "automation_ingest_paused") == 1
+
+
+def test_ingest_metrics_are_zero_and_running_with_no_jobs(console: str, session: Session) -> None:
+    token = token_for(session, "grafana-ingest-idle", "viewer")
+
+    samples = scrape(console, token)
+
+    assert value(samples, "automation_ingest_jobs", status="queued") == 0
+    assert value(samples, "automation_ingest_stale_queued") == 0
+    assert value(samples, "automation_ingest_oldest_queued_age_seconds") == 0
+    assert value(samples, "automation_ingest_paused") == 0

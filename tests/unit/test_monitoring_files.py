@@ -62,6 +62,7 @@ def test_the_rules_cover_every_condition_of_the_alert_check() -> None:
         "automation_enrichment_last_progress_timestamp_seconds",
         "automation_dead_letters",
         "automation_queue_workers",
+        "automation_ingest_stale_queued",
     ):
         assert metric in exprs
 
