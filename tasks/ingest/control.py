@@ -10,10 +10,11 @@ dispatchers (NOTIFY), so a resume or a larger batch starts jobs within the secon
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from db.channels import INGEST_JOBS
@@ -238,3 +239,145 @@ def statistics(
 def queued_longer_than(session: Session, now: dt.datetime, age: dt.timedelta) -> int:
     """Jobs queued for longer than ``age``: the stuck alert's count."""
     return int(session.scalar(SQL["queued_before"], {"before": now - age}) or 0)
+
+
+def parse_limit(name: str, raw: str) -> int | str:
+    """An operator's value for a control: a whole number of at least 1, or ``RESET``."""
+    value = raw.strip().lower()
+    if value == RESET:
+        return RESET
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise ControlError(f"{name}: {raw!r} is not a number of at least 1, nor {RESET!r}")
+
+
+def parse_concurrency(pairs: Iterable[str]) -> dict[str, int | str]:
+    """``STEP=N`` or ``STEP=default`` pairs as ``configure`` takes them; the step names are
+    checked there, against the steps that exist."""
+    limits: dict[str, int | str] = {}
+    for pair in pairs:
+        step, sep, raw = pair.partition("=")
+        if not sep or not step.strip():
+            raise ControlError(f"concurrency: {pair!r} is not STEP=N (or STEP={RESET})")
+        limits[step.strip()] = parse_limit(f"concurrency {step.strip()}", raw)
+    return limits
+
+
+def summary(session: Session, now: dt.datetime, settings: Settings) -> dict[str, Any]:
+    """The ingest section of ``automation status``: the statistics without the per-hour
+    table (``automation ingest status`` has it)."""
+    report = statistics(session, now, settings, hours=1).as_json()
+    del report["per_hour"], report["now"]
+    return report
+
+
+def job_statuses(session: Session, ids: Iterable[int]) -> dict[int, str]:
+    """The status of each of ``ids`` that exists."""
+    rows = session.execute(select(IngestJob.id, IngestJob.status).where(IngestJob.id.in_(ids)))
+    return {int(job_id): status for job_id, status in rows}
+
+
+def list_jobs(
+    session: Session,
+    *,
+    status: str | None = None,
+    limit: int | None = 20,
+    before: int | None = None,
+) -> list[dict[str, Any]]:
+    """Jobs newest first (``before``: only those with a smaller id, the next page; ``limit``
+    None: all of them)."""
+    query = select(IngestJob).order_by(IngestJob.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(IngestJob.status == status)
+    if before is not None:
+        query = query.where(IngestJob.id < before)
+    return [_job_fields(job) for job in session.scalars(query)]
+
+
+def describe_job(session: Session, job_id: int) -> dict[str, Any] | None:
+    """One job as an operator reads it: its fields, how long it waited and took, and each
+    finished step with the attempt that finished it and a summary of its output; None if
+    there is no such job."""
+    job = session.get(IngestJob, job_id)
+    if job is None:
+        return None
+    outputs = job.outputs or {}
+    return {
+        **_job_fields(job),
+        "cover_path": job.cover_path,
+        "run_after": _iso(job.run_after),
+        "worker_host": job.worker_host,
+        "waited_seconds": _seconds(job.created_at, job.started_at),
+        "took_seconds": _seconds(job.started_at, job.finished_at),
+        "steps": [
+            {
+                "step": step,
+                "attempt": outputs[step].get("attempt"),
+                "summary": step_summary(step, outputs[step]),
+            }
+            for step in (*INGEST_STEPS, *sorted(set(outputs) - set(INGEST_STEPS)))
+            if isinstance(outputs.get(step), dict)
+        ],
+    }
+
+
+def step_summary(step: str, output: dict[str, Any]) -> dict[str, Any]:
+    """What a step found or made, in a few plain values: never the waveform's peaks, which
+    are a number per column."""
+    if step == "probe":
+        keys = (
+            ("format", "duration_seconds", "channels", "sample_rate", "title", "artist")
+            if output.get("kind") == "audio"
+            else ("format", "width", "height")
+        )
+        return {"kind": output.get("kind"), **{key: output.get(key) for key in keys}}
+    if step == "analysis":
+        features = output.get("features") or {}
+        return {
+            **{
+                key: features.get(key)
+                for key in ("tempo", "key", "mode", "mood", "energy", "duration_seconds")
+            },
+            "peaks": len(output.get("peaks") or []),
+        }
+    if step == "images":
+        cover = output.get("cover") or {}
+        return {
+            "cover": cover.get("source"),
+            "thumbnails": sorted(int(size) for size in output.get("thumbnails") or {}),
+            "waveform": (output.get("waveform") or {}).get("path"),
+            "card": (output.get("card") or {}).get("path"),
+        }
+    # publish, and any step added later: its plain values.
+    return {
+        key: value
+        for key, value in output.items()
+        if key != "attempt" and not isinstance(value, (dict, list))
+    }
+
+
+def _job_fields(job: IngestJob) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": job.status,
+        "kind": job.kind,
+        "step": job.step,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "error": job.error,
+        "object_path": job.object_path,
+        "user_id": job.user_id,
+        "track_id": job.track_id,
+        "submitted_via": job.submitted_via,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+    }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:
+    return None if start is None or end is None else round((end - start).total_seconds(), 2)
