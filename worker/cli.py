@@ -1,5 +1,5 @@
 """``automation``: the operators' command line (up, logs, api, db, seed, trigger, status, retry,
-schedule, workflow, admin, spotify)."""
+schedule, workflow, ingest, admin, spotify)."""
 
 from __future__ import annotations
 
@@ -347,6 +347,7 @@ def render_status(report: dict[str, Any]) -> str:
         f"{tr['last_calculated_at'] or 'never'}",
         *_enrichment_lines(report["enrichment"]),
         *_workflow_lines(report["workflows"]),
+        *_ingest_lines(report["ingest"]),
         f"task runs (24 h): {counts(report['task_runs_24h'])}",
         f"dead letters:     {report['dead_letters']['total']}"
         + (
@@ -630,11 +631,13 @@ def schedule_history(name: str, n_runs: int, n_changes: int, as_json: bool) -> N
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["ledger", "workflow"]))
+# operations.RETRY_KINDS, spelled out: importing operations here would slow every command.
+@click.argument("kind", type=click.Choice(["ledger", "workflow", "ingest"]))
 @click.argument("row_id", type=int)
 def retry(kind: str, row_id: int) -> None:
     """Retry failed row ROW_ID of KIND (ledger: a background task; workflow: a workflow
-    execution, whose actions that had succeeded are not run again) with fresh attempts."""
+    execution, whose actions that had succeeded are not run again; ingest: an ingest job,
+    which resumes at the step that failed) with fresh attempts."""
     from db.session import session_scope
     from tasks.automation.operations import RetryError
     from tasks.automation.operations import retry as retry_row
@@ -645,6 +648,11 @@ def retry(kind: str, row_id: int) -> None:
             _audit_cli(session, "retry", f"{kind}:{row_id}", done)
     except RetryError as exc:
         raise click.ClickException(str(exc)) from None
+    if kind == "ingest":
+        click.echo(
+            f"ingest job {row_id}: queued again; it resumes at step {done['resumes_at'] or 'probe'}"
+        )
+        return
     what = done["task_type"] if kind == "ledger" else f"workflow {done['workflow_id']}"
     click.echo(f"{kind} {row_id} ({what}): pending again; it runs shortly")
 
@@ -927,6 +935,492 @@ def workflow_logs(workflow_id: int, limit: int, before: int | None, as_json: boo
             f"{row['id']:>8}  {row['created_at']:<32}  {row['job_id']:>8}  {change:<24}  "
             f"{row['status']:<10}  {row['attempts']:>8}  "
             f"{row['skip_reason'] or row['error'] or ''}"
+        )
+    if len(rows) == limit:
+        click.echo(f"older: --before {rows[-1]['id']}")
+
+
+class _IngestGroup(click.Group):
+    """``automation ingest FILE...``, the issue's form, is ``automation ingest add FILE...``:
+    a first word that is not a subcommand (nor --help) starts the files, so a file cannot
+    be named like a subcommand unless given as ./NAME, after ``--``, or to ``add``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["add", *args]
+        return super().parse_args(ctx, args)
+
+
+@main.group(cls=_IngestGroup, subcommand_metavar="FILE... | COMMAND [ARGS]...")
+def ingest() -> None:
+    """Media ingest: send files (`automation ingest FILE... [--user ID]`, the same as
+    `ingest add`), pause and resume the pipeline, its statistics, its jobs, its controls.
+
+    A file named like a command (`status`) is taken as the command: give it as ./status,
+    after --, or to `ingest add`.
+    """
+
+
+def command_hint(name: str, commands: list[str]) -> str | None:
+    """For a missing "file" that looks like a mistyped subcommand (no suffix, no folder),
+    the subcommand it was probably meant to be."""
+    import difflib
+
+    if pathlib.PurePath(name).suffix or "/" in name or os.sep in name:
+        return None
+    close = difflib.get_close_matches(name, commands, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+@ingest.command("add")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(path_type=pathlib.Path), metavar="FILE..."
+)
+@click.option("--user", "user_id", type=int, help="The user the tracks belong to.")
+@click.option(
+    "--cover",
+    type=click.Path(path_type=pathlib.Path),
+    help="Cover art for the one audio file sent (else an image of the same name is its "
+    "cover, else the embedded art).",
+)
+@click.option("--track", "track_id", type=int, help="With an image: a new cover for this track.")
+def ingest_add(
+    files: tuple[pathlib.Path, ...],
+    user_id: int | None,
+    cover: pathlib.Path | None,
+    track_id: int | None,
+) -> None:
+    """Copy FILE... into the ingest bucket and queue a job for each; prints each job's id
+    alone on its own line. An audio file and an image of the same name (song.flac,
+    song.jpg) are one job, the image its cover."""
+    from db.session import session_scope
+    from tasks.ingest.jobs import submit_files
+    from tasks.ingest.storage import open_bucket
+
+    for name in map(str, files):
+        hint = None if pathlib.Path(name).exists() else command_hint(name, list(ingest.commands))
+        if hint is not None:
+            raise click.ClickException(
+                f"no such file {name!r}; did you mean `automation ingest {hint}`?"
+            )
+    settings = get_settings()
+    bucket = open_bucket(settings)
+    with session_scope() as session:
+        ids = submit_files(
+            session,
+            bucket,
+            list(files),
+            today=dt.datetime.now(dt.UTC).date(),
+            user_id=user_id,
+            track_id=track_id,
+            cover=cover,
+            via="cli",
+            max_attempts=settings.ingest_max_attempts,
+        )
+    for job_id in ids:
+        click.echo(job_id)
+    click.echo(
+        f"{len(ids)} job(s) queued in {bucket.url}; `automation ingest show ID` follows one",
+        err=True,
+    )
+
+
+@ingest.command("pause")
+def ingest_pause() -> None:
+    """Stop new jobs from starting: running ones finish, queued ones stay queued."""
+    from db.session import session_scope
+    from tasks.ingest import control
+
+    now = dt.datetime.now(dt.UTC)
+    with session_scope() as session:
+        changed = control.pause(session, _actor(), now)
+        live = control.controls(session)
+        if changed:
+            _audit_cli(session, "ingest.pause", "ingest", {})
+        counts = control.statistics(session, now, get_settings(), hours=1).counts
+    if not changed:
+        click.echo(
+            f"ingest was already paused (since {_iso(live['paused_at'])} by {live['paused_by']}); "
+            "nothing changed"
+        )
+        return
+    click.echo(
+        f"ingest paused: no new job starts; {counts['processing']} running job(s) finish, "
+        f"{counts['queued']} queued job(s) wait (`automation ingest resume` starts them)"
+    )
+
+
+@ingest.command("resume")
+def ingest_resume() -> None:
+    """Start queued jobs again."""
+    from db.session import session_scope
+    from tasks.ingest import control
+
+    with session_scope() as session:
+        changed = control.resume(session, dt.datetime.now(dt.UTC))
+        if changed:
+            _audit_cli(session, "ingest.resume", "ingest", {})
+    click.echo(
+        "ingest resumed: queued jobs start now"
+        if changed
+        else "ingest was not paused; nothing changed"
+    )
+
+
+@ingest.command("status")
+@click.option(
+    "--hours",
+    default=24,
+    show_default=True,
+    type=click.IntRange(1, 24 * 31),
+    help="Hours in the per-hour table.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def ingest_status(hours: int, as_json: bool) -> None:
+    """Jobs per state, the last hour (done, failed, still queued, jobs per minute, median
+    time), the oldest queued job, the live controls and the jobs finished per hour."""
+    from db.session import session_scope
+    from tasks.ingest import control
+
+    with session_scope() as session:
+        stats = control.statistics(session, dt.datetime.now(dt.UTC), get_settings(), hours=hours)
+    report = stats.as_json()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo("\n".join(render_ingest_status(report)))
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _duration(seconds: float) -> str:
+    """An age for people: 42 s, 3 min 12 s, 2 h 5 min."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
+def _pipeline_state(report: dict[str, Any]) -> str:
+    if report["paused"]:
+        return f"PAUSED since {report['paused_at']} by {report['paused_by']}"
+    return "running"
+
+
+def _ingest_counts(report: dict[str, Any]) -> str:
+    counts = report["counts"]
+    return (
+        f"waiting {counts['queued']}, active {counts['processing']}, done {counts['done']}, "
+        f"failed {counts['failed']}"
+    )
+
+
+def _last_hour(report: dict[str, Any]) -> str:
+    median = report["median_seconds_last_hour"]
+    return (
+        f"done {report['done_last_hour']}, failed {report['failed_last_hour']}, still queued "
+        f"{report['queued_last_hour']}; {report['jobs_per_minute']} jobs/min; median "
+        + ("n/a" if median is None else f"{median} s")
+    )
+
+
+def _oldest_queued(report: dict[str, Any]) -> str:
+    oldest = report["oldest_queued"]
+    if oldest is None:
+        return "none"
+    return (
+        f"job {oldest['id']}, waiting {_duration(oldest['waiting_seconds'])} "
+        f"(since {oldest['created_at']}; {oldest['object_path']})"
+    )
+
+
+def _live_controls(controls: dict[str, Any]) -> str:
+    concurrency = controls["step_concurrency"]
+    return (
+        f"batch size {controls['batch_size']}, rate "
+        + (f"{controls['rate_per_minute']}/min" if controls["rate_per_minute"] else "unlimited")
+        + ", concurrency "
+        + (", ".join(f"{s} {n}" for s, n in sorted(concurrency.items())) or "unlimited")
+    )
+
+
+def render_ingest_status(report: dict[str, Any]) -> list[str]:
+    """``automation ingest status`` for people."""
+    lines = [
+        f"ingest at {report['now']}: {_pipeline_state(report)}",
+        f"  jobs:          {_ingest_counts(report)}",
+        f"  last hour:     {_last_hour(report)}",
+        f"  oldest queued: {_oldest_queued(report)}",
+        f"  controls:      {_live_controls(report['controls'])}",
+        f"  per hour ({len(report['per_hour'])} h, by finish):",
+        f"    {'HOUR':<25}  {'DONE':>6}  {'FAILED':>6}  MEAN",
+    ]
+    for hour in report["per_hour"]:
+        mean = hour["mean_seconds"]
+        lines.append(
+            f"    {hour['hour']:<25}  {hour['done']:>6}  {hour['failed']:>6}  "
+            + ("-" if mean is None else f"{mean} s")
+        )
+    return lines
+
+
+def _ingest_lines(section: dict[str, Any]) -> list[str]:
+    """The ingest section of ``automation status``."""
+    return [
+        f"ingest:           {_pipeline_state(section)}; {_ingest_counts(section)}",
+        f"  last hour: {_last_hour(section)}",
+        f"  oldest queued: {_oldest_queued(section)}",
+    ]
+
+
+def _ids_detail(session: Any, asked: tuple[int, ...], acted: list[int], verb: str) -> list[str]:
+    """One line per job of ``asked`` that was not ``verb``, saying why."""
+    from tasks.ingest import control
+
+    missed = [job_id for job_id in asked if job_id not in acted]
+    statuses = control.job_statuses(session, missed) if missed else {}
+    return [
+        f"job {job_id}: not {verb}: "
+        + (f"it is {statuses[job_id]}, not failed" if job_id in statuses else "no such job")
+        for job_id in missed
+    ]
+
+
+@ingest.command("retry-failed")
+@click.argument("job_ids", nargs=-1, type=int, metavar="[JOB_ID]...")
+def ingest_retry_failed(job_ids: tuple[int, ...]) -> None:
+    """Queue failed jobs again (all of them, or JOB_ID...), each resuming at the step that
+    failed with a fresh budget of attempts. A named job that is not failed is an error."""
+    from db.session import session_scope
+    from tasks.ingest import control
+
+    with session_scope() as session:
+        requeued = control.retry_failed(session, list(job_ids) or None)
+        if requeued:
+            _audit_cli(session, "ingest.retry_failed", "ingest", {"ids": requeued})
+        refused = _ids_detail(session, job_ids, requeued, "retried")
+    if requeued:
+        click.echo(
+            f"{len(requeued)} failed job(s) queued again, each resuming at the step that "
+            f"failed: {', '.join(map(str, requeued))}"
+        )
+    elif not job_ids:
+        click.echo("no failed jobs")
+    if refused:
+        raise click.ClickException("; ".join(refused))
+
+
+@ingest.command("clear-failed")
+@click.argument("job_ids", nargs=-1, type=int, metavar="[JOB_ID]...")
+@click.option("--yes", is_flag=True, help="Clear every failed job without asking.")
+def ingest_clear_failed(job_ids: tuple[int, ...], yes: bool) -> None:
+    """Delete failed jobs (their uploads stay in the bucket): JOB_ID..., or every failed
+    job after a confirmation (--yes skips it). A named job that is not failed is an error
+    and is kept."""
+    from db.session import session_scope
+    from tasks.ingest import control
+
+    ids = list(job_ids)
+    if not ids:
+        with session_scope() as session:
+            ids = [job["id"] for job in control.list_jobs(session, status="failed", limit=None)]
+        if not ids:
+            click.echo("no failed jobs")
+            return
+        # Only the jobs counted here are deleted: one failing meanwhile is not cleared
+        # unconfirmed.
+        if not yes:
+            click.confirm(
+                f"delete {len(ids)} failed job(s)? their uploads stay in the bucket", abort=True
+            )
+    with session_scope() as session:
+        cleared = control.clear_failed(session, ids)
+        if cleared:
+            _audit_cli(session, "ingest.clear_failed", "ingest", {"ids": cleared})
+        refused = _ids_detail(session, job_ids, cleared, "cleared")
+    if cleared:
+        click.echo(f"{len(cleared)} failed job(s) deleted: {', '.join(map(str, cleared))}")
+    if refused:
+        raise click.ClickException("; ".join(refused))
+
+
+@ingest.command("backfill")
+@click.argument("step", type=click.Choice(["analysis", "images"]))
+def ingest_backfill(step: str) -> None:
+    """Run STEP for every ingested track that lacks its output (images: a thumbnail size
+    added to INGEST_THUMBNAIL_SIZES, a missing waveform or card; analysis: a missing
+    analysis), in batches, without re-running the other steps. Prints the task's id."""
+    import uuid
+
+    from db.session import session_scope
+    from worker import app
+
+    task_id = str(uuid.uuid4())
+    # On record before it is sent, as a schedule entry run by hand is.
+    with session_scope() as session:
+        _audit_cli(session, "ingest.backfill", "ingest", {"step": step, "task_id": task_id})
+    app.send_task("ingest.backfill", kwargs={"step": step}, task_id=task_id)
+    click.echo(f"sent ingest.backfill {step}; it goes on in batches until none lacks it", err=True)
+    click.echo(task_id)
+
+
+@ingest.command("config")
+@click.option("--batch-size", metavar="N|default", help="Jobs in flight at most.")
+@click.option("--rate", metavar="N|default", help="Jobs started per minute at most.")
+@click.option(
+    "--concurrency",
+    "concurrency_pairs",
+    multiple=True,
+    metavar="STEP=N|STEP=default",
+    help="Jobs in one step at once, across all workers; repeatable.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def ingest_config(
+    batch_size: str | None, rate: str | None, concurrency_pairs: tuple[str, ...], as_json: bool
+) -> None:
+    """Show the pipeline's live controls, or change them: every worker takes a change at
+    once, with no restart. `default` puts a control back to its setting (INGEST_BATCH_SIZE,
+    INGEST_RATE_PER_MINUTE, INGEST_STEP_CONCURRENCY)."""
+    from db.session import session_scope
+    from tasks.ingest import control
+
+    changes: dict[str, Any] = {}
+    if batch_size is not None:
+        changes["batch_size"] = control.parse_limit("batch size", batch_size)
+    if rate is not None:
+        changes["rate_per_minute"] = control.parse_limit("rate", rate)
+    if concurrency_pairs:
+        changes["concurrency"] = control.parse_concurrency(concurrency_pairs)
+    settings = get_settings()
+    with session_scope() as session:
+        if changes:
+            control.configure(session, dt.datetime.now(dt.UTC), **changes)
+            _audit_cli(session, "ingest.config", "ingest", changes)
+        live = control.controls(session)
+        effective = control.effective(session, settings)
+    if as_json:
+        click.echo(json.dumps({"live": live, "effective": effective}, indent=2, default=str))
+        return
+    click.echo("\n".join(render_ingest_controls(live, effective)))
+
+
+def render_ingest_controls(live: dict[str, Any], effective: dict[str, Any]) -> list[str]:
+    """Each control with where its value comes from: set live, or the setting."""
+
+    def origin(is_live: bool) -> str:
+        return "live" if is_live else "setting"
+
+    live_steps = live["step_concurrency"] or {}
+    steps = effective["step_concurrency"]
+    return [
+        "ingest controls (live: set by `automation ingest config`; setting: from the env):",
+        f"  paused:      {'since ' + str(_iso(live['paused_at'])) if live['paused_at'] else 'no'}",
+        f"  batch size:  {effective['batch_size']} ({origin(live['batch_size'] is not None)})",
+        "  rate:        "
+        + (f"{effective['rate_per_minute']}/min" if effective["rate_per_minute"] else "unlimited")
+        + f" ({origin(live['rate_per_minute'] is not None)})",
+        "  concurrency: "
+        + (
+            ", ".join(
+                f"{step} {limit} ({origin(step in live_steps)})"
+                for step, limit in sorted(steps.items())
+            )
+            or "unlimited"
+        ),
+    ]
+
+
+@ingest.command("show")
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def ingest_show(job_id: int, as_json: bool) -> None:
+    """JOB_ID: status, step, attempts, error, track, timings, and each finished step with
+    the attempt that finished it and what it found or made."""
+    from db.session import session_scope
+    from tasks.ingest import control
+
+    try:
+        with session_scope() as session:
+            job = control.describe_job(session, job_id)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(job, indent=2))
+        return
+    click.echo("\n".join(render_ingest_job(job)))
+
+
+def render_ingest_job(job: dict[str, Any]) -> list[str]:
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value} s"
+
+    def plain(value: Any) -> str:
+        return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    lines = [
+        f"ingest job {job['id']}: {job['status']} ({job['kind'] or 'kind not known yet'}), "
+        f"step {job['step'] or '-'}, attempts {job['attempts']}/{job['max_attempts']}",
+        f"  object:   {job['object_path']}"
+        + (f" (cover {job['cover_path']})" if job["cover_path"] else ""),
+        f"  from:     {job['submitted_via'] or 'another service'}"
+        + (f", user {job['user_id']}" if job["user_id"] is not None else ""),
+        f"  track:    {job['track_id'] if job['track_id'] is not None else '-'}",
+        f"  created:  {job['created_at']}; started {job['started_at'] or '-'}; finished "
+        f"{job['finished_at'] or '-'} (waited {seconds(job['waited_seconds'])}, took "
+        f"{seconds(job['took_seconds'])})",
+    ]
+    if job["error"]:
+        # A job queued again keeps the error of the attempt before.
+        label = "error:   " if job["status"] == "failed" else "last error:"
+        lines.append(f"  {label} {job['error']}")
+    lines.append("  steps finished:" if job["steps"] else "  steps finished: none")
+    for step in job["steps"]:
+        attempt = "" if step["attempt"] is None else f"attempt {step['attempt']}"
+        summary = ", ".join(
+            f"{key} {plain(value)}" for key, value in step["summary"].items() if value is not None
+        )
+        lines.append(f"    {step['step']:<9} {attempt:<10} {summary}")
+    return lines
+
+
+def _shorten(text: str, width: int = 80) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@ingest.command("list")
+@click.option(
+    "--status", type=click.Choice(["queued", "processing", "done", "failed"]), default=None
+)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--before", type=int, default=None, help="Only jobs older than this id.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def ingest_list(status: str | None, limit: int, before: int | None, as_json: bool) -> None:
+    """Recent jobs, newest first."""
+    from db.session import session_scope
+    from tasks.ingest import control
+
+    with session_scope() as session:
+        rows = control.list_jobs(session, status=status, limit=limit, before=before)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no ingest jobs" + (f" {status}" if status else ""))
+        return
+    click.echo(
+        f"{'ID':>8}  {'STATUS':<10}  {'KIND':<5}  {'STEP':<8}  {'ATT':>5}  {'CREATED':<32}  "
+        f"{'TRACK':>7}  OBJECT / ERROR"
+    )
+    for row in rows:
+        click.echo(
+            f"{row['id']:>8}  {row['status']:<10}  {row['kind'] or '-':<5}  "
+            f"{row['step'] or '-':<8}  {row['attempts']:>2}/{row['max_attempts']:<2}  "
+            f"{row['created_at']:<32}  {row['track_id'] if row['track_id'] else '-':>7}  "
+            f"{_shorten(row['error']) if row['error'] else row['object_path']}"
         )
     if len(rows) == limit:
         click.echo(f"older: --before {rows[-1]['id']}")

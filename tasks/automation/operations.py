@@ -1,5 +1,5 @@
 """What an operator does, from the CLI, the API or the status page alike: change a
-schedule entry, run one now, retry a failed ledger row or workflow execution. Each takes
+schedule entry, run one now, retry a failed ledger row, workflow execution or ingest job. Each takes
 the session and clock; messages are published only after the transaction that records
 them has committed.
 """
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from db.channels import JOB_STATUS_CHANGES
 from db.models import BackgroundTask, ScheduleEntry, WorkflowExecution
 from tasks.automation.status import NOT_TRIGGERABLE, public_task_names
+from tasks.ingest import control as ingest_control
 from worker.arguments import validate_arguments
 from worker.errors import PermanentError
 from worker.ledger.rescue import wake_dispatcher
@@ -27,7 +28,7 @@ from worker.schedules.timing import MissedPolicy, Timing
 
 SessionScope = Callable[[], AbstractContextManager[Session]]
 # What ``automation retry KIND`` and the page's retry buttons accept.
-RETRY_KINDS = ("ledger", "workflow")
+RETRY_KINDS = ("ledger", "workflow", "ingest")
 
 
 class RetryError(PermanentError):
@@ -132,9 +133,22 @@ def retry_execution(session: Session, execution_id: int) -> dict[str, Any]:
     }
 
 
+def retry_ingest_job(session: Session, job_id: int) -> dict[str, Any]:
+    """Put failed ingest job ``job_id`` back to the queue with a fresh budget of attempts;
+    it resumes at the step that failed (the steps it finished are not run again)."""
+    try:
+        return ingest_control.retry_job(session, job_id)
+    except LookupError as exc:
+        raise NoSuchRowError(str(exc)) from None
+    except ValueError as exc:
+        raise RetryError(str(exc)) from None
+
+
 def retry(session: Session, kind: str, row_id: int) -> dict[str, Any]:
     if kind == "ledger":
         return retry_ledger_row(session, row_id)
     if kind == "workflow":
         return retry_execution(session, row_id)
+    if kind == "ingest":
+        return retry_ingest_job(session, row_id)
     raise NoSuchRowError(f"unknown kind {kind!r}; valid: {', '.join(RETRY_KINDS)}")

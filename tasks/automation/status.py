@@ -26,6 +26,7 @@ from db.models import (
 )
 from db.queries import queries
 from tasks.enrichment.monitoring import enrichment_progress, spotify_pause
+from tasks.ingest import control as ingest_control
 from tasks.workflows.monitoring import summary as workflows_summary
 from worker import liveness
 from worker.errors import PermanentError
@@ -179,6 +180,7 @@ def build_status(session: Session, celery_app: Celery, now: dt.datetime) -> dict
         "trending": {"tracks": trending[0], "last_calculated_at": _iso(trending[1])},
         "enrichment": enrichment_progress(session),
         "workflows": workflows_summary(session, now),
+        "ingest": ingest_control.summary(session, now, get_settings()),
         "task_runs_24h": _counts(session, TaskRun.status, TaskRun.started_at >= day_ago),
         "dead_letters": {"total": dead[0], "latest_at": _iso(dead[1])},
         "broker_resets": _broker_resets(session),

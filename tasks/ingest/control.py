@@ -10,6 +10,7 @@ dispatchers (NOTIFY), so a resume or a larger batch starts jobs within the secon
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,8 +241,7 @@ def queued_longer_than(session: Session, now: dt.datetime, age: dt.timedelta) ->
     return int(session.scalar(SQL["queued_before"], {"before": now - age}) or 0)
 
 
-# Jobs one at a time and a page at a time, for the API and the CLI. Kept together at the
-# end of the module: the CLI's own copies, if any, merge as a choice between two.
+# Jobs one at a time and a page at a time, for the API, the CLI and the status page.
 
 JOB_FIELDS = (
     "id",
@@ -264,7 +264,43 @@ JOB_FIELDS = (
 
 def _job(job: IngestJob) -> dict[str, Any]:
     values = {name: getattr(job, name) for name in JOB_FIELDS}
-    return {k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in values.items()}
+    return {k: _iso(v) if isinstance(v, dt.datetime) else v for k, v in values.items()}
+
+
+def parse_limit(name: str, raw: str) -> int | str:
+    """An operator's value for a control: a whole number of at least 1, or ``RESET``."""
+    value = raw.strip().lower()
+    if value == RESET:
+        return RESET
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise ControlError(f"{name}: {raw!r} is not a number of at least 1, nor {RESET!r}")
+
+
+def parse_concurrency(pairs: Iterable[str]) -> dict[str, int | str]:
+    """``STEP=N`` or ``STEP=default`` pairs as ``configure`` takes them; the step names are
+    checked there, against the steps that exist."""
+    limits: dict[str, int | str] = {}
+    for pair in pairs:
+        step, sep, raw = pair.partition("=")
+        if not sep or not step.strip():
+            raise ControlError(f"concurrency: {pair!r} is not STEP=N (or STEP={RESET})")
+        limits[step.strip()] = parse_limit(f"concurrency {step.strip()}", raw)
+    return limits
+
+
+def summary(session: Session, now: dt.datetime, settings: Settings) -> dict[str, Any]:
+    """The ingest section of ``automation status``: the statistics without the per-hour
+    table (``automation ingest status`` has it)."""
+    report = statistics(session, now, settings, hours=1).as_json()
+    del report["per_hour"], report["now"]
+    return report
+
+
+def job_statuses(session: Session, ids: Iterable[int]) -> dict[int, str]:
+    """The status of each of ``ids`` that exists."""
+    rows = session.execute(select(IngestJob.id, IngestJob.status).where(IngestJob.id.in_(ids)))
+    return {int(job_id): status for job_id, status in rows}
 
 
 def list_jobs(
@@ -272,11 +308,12 @@ def list_jobs(
     *,
     status: str | None = None,
     before: int | None = None,
-    limit: int = 50,
+    limit: int | None = 50,
     user_id: int | None = None,
 ) -> list[dict[str, Any]]:
     """Jobs newest first (by id, which only grows: ``before``, the last id of a page, gives
-    the next one without shifting or repeating), optionally of one status or user."""
+    the next one without shifting or repeating), optionally of one status or user;
+    ``limit`` None: all of them."""
     query = select(IngestJob).order_by(IngestJob.id.desc()).limit(limit)
     if status is not None:
         query = query.where(IngestJob.status == status)
@@ -288,18 +325,78 @@ def list_jobs(
 
 
 def describe_job(session: Session, job_id: int) -> dict[str, Any]:
-    """One job with what each finished step recorded; ``LookupError`` for an unknown id.
-    The waveform's peaks (a number per column) are counted, not listed: the waveform PNG
-    among the images is their picture."""
+    """One job as an operator reads it: its fields, how long it waited and took, what each
+    finished step recorded (``outputs``, the waveform's peaks counted rather than listed:
+    the waveform PNG is their picture) and a short summary of each (``steps``).
+    ``LookupError`` for an unknown id."""
     job = session.get(IngestJob, job_id)
     if job is None:
         raise LookupError(f"no ingest job {job_id}")
     outputs = dict(job.outputs or {})
     analysis = outputs.get("analysis")
     if isinstance(analysis, dict) and "peaks" in analysis:
-        peaks = analysis["peaks"] or []
         outputs["analysis"] = {
             **{k: v for k, v in analysis.items() if k != "peaks"},
-            "peak_columns": len(peaks),
+            "peak_columns": len(analysis["peaks"] or []),
         }
-    return {**_job(job), "outputs": outputs}
+    raw = job.outputs or {}
+    return {
+        **_job(job),
+        "run_after": _iso(job.run_after),
+        "worker_host": job.worker_host,
+        "waited_seconds": _seconds(job.created_at, job.started_at),
+        "took_seconds": _seconds(job.started_at, job.finished_at),
+        "outputs": outputs,
+        "steps": [
+            {
+                "step": step,
+                "attempt": raw[step].get("attempt"),
+                "summary": step_summary(step, raw[step]),
+            }
+            for step in (*INGEST_STEPS, *sorted(set(raw) - set(INGEST_STEPS)))
+            if isinstance(raw.get(step), dict)
+        ],
+    }
+
+
+def step_summary(step: str, output: dict[str, Any]) -> dict[str, Any]:
+    """What a step found or made, in a few plain values: never the waveform's peaks, which
+    are a number per column."""
+    if step == "probe":
+        keys = (
+            ("format", "duration_seconds", "channels", "sample_rate", "title", "artist")
+            if output.get("kind") == "audio"
+            else ("format", "width", "height")
+        )
+        return {"kind": output.get("kind"), **{key: output.get(key) for key in keys}}
+    if step == "analysis":
+        features = output.get("features") or {}
+        return {
+            **{
+                key: features.get(key)
+                for key in ("tempo", "key", "mode", "mood", "energy", "duration_seconds")
+            },
+            "peaks": len(output.get("peaks") or []),
+        }
+    if step == "images":
+        cover = output.get("cover") or {}
+        return {
+            "cover": cover.get("source"),
+            "thumbnails": sorted(int(size) for size in output.get("thumbnails") or {}),
+            "waveform": (output.get("waveform") or {}).get("path"),
+            "card": (output.get("card") or {}).get("path"),
+        }
+    # publish, and any step added later: its plain values.
+    return {
+        key: value
+        for key, value in output.items()
+        if key != "attempt" and not isinstance(value, (dict, list))
+    }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:
+    return None if start is None or end is None else round((end - start).total_seconds(), 2)

@@ -135,3 +135,71 @@ def test_statistics_count_the_last_hour_and_find_the_oldest_queued_job(session: 
     # Hours 07:00 to 12:00: the job finished at 07:31 opens the window.
     assert [h["done"] for h in stats.per_hour] == [1, 0, 0, 0, 0, 3]
     assert control.queued_longer_than(session, NOW, dt.timedelta(hours=1)) == 1
+
+
+def test_list_jobs_pages_newest_first_and_filters_by_status(session: Any) -> None:
+    ids = [add_job(session, status) for status in ("failed", "done", "failed", "queued")]
+
+    assert [job["id"] for job in control.list_jobs(session, limit=2)] == [ids[3], ids[2]]
+    assert [job["id"] for job in control.list_jobs(session, limit=2, before=ids[2])] == [
+        ids[1],
+        ids[0],
+    ]
+    assert [job["id"] for job in control.list_jobs(session, status="failed", limit=None)] == [
+        ids[2],
+        ids[0],
+    ]
+
+
+def test_describe_job_times_the_job_and_summarises_each_finished_step(session: Any) -> None:
+    job_id = add_job(
+        session,
+        "failed",
+        created=NOW - dt.timedelta(seconds=30),
+        started_at=NOW - dt.timedelta(seconds=20),
+        finished_at=NOW,
+        step="images",
+        error="disk full",
+        outputs={
+            "analysis": {
+                "features": {"tempo": 120.1, "key": "A"},
+                "peaks": [0.1] * 900,
+                "attempt": 2,
+            },
+            "probe": {"kind": "image", "format": "PNG", "width": 300, "height": 200, "attempt": 1},
+        },
+    )
+
+    job = control.describe_job(session, job_id)
+
+    assert job is not None
+    assert (job["waited_seconds"], job["took_seconds"], job["error"]) == (10, 20, "disk full")
+    # In the order the steps run, whatever the order they were stored in.
+    assert job["steps"] == [
+        {
+            "step": "probe",
+            "attempt": 1,
+            "summary": {"kind": "image", "format": "PNG", "width": 300, "height": 200},
+        },
+        {
+            "step": "analysis",
+            "attempt": 2,
+            "summary": {
+                "tempo": 120.1,
+                "key": "A",
+                "mode": None,
+                "mood": None,
+                "energy": None,
+                "duration_seconds": None,
+                "peaks": 900,
+            },
+        },
+    ]
+    with pytest.raises(LookupError):
+        control.describe_job(session, job_id + 1000)
+
+
+def test_job_statuses_names_the_jobs_that_exist(session: Any) -> None:
+    done = add_job(session, "done")
+
+    assert control.job_statuses(session, [done, done + 1000]) == {done: "done"}
