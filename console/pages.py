@@ -586,7 +586,12 @@ def retry(
         )
     if kind == "ledger":
         return _back(ctx, f"Ledger row {row_id} ({done['task_type']}): pending again.")
-    # A kind added to operations.RETRY_KINDS later (ingest jobs): its own answer, said plainly.
+    if kind == "ingest":
+        step = done.get("resumes_at")
+        return _back(
+            ctx, f"Ingest job {row_id}: queued again" + (f", resuming at {step}." if step else ".")
+        )
+    # A kind added to operations.RETRY_KINDS later: its own answer, said plainly.
     return _back(ctx, f"{kind} {row_id}: {done.get('status', 'retried')} again.")
 
 
