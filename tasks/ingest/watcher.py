@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import math
 import os
 import posixpath
 import stat
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import watchfiles
 from celery import Celery, signals
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -293,18 +295,17 @@ class Watcher(threading.Thread):
         # Files that could not be moved, as they were: tried again when they change or at
         # the next full scan, not on every tick.
         self.refused: dict[str, Sighting] = {}
-        self.next_full_scan = 0.0
+        self.next_full_scan = -math.inf
 
     def run(self) -> None:
-        import watchfiles
-
         backoff = 1.0
         while not self.stopping.is_set():
             try:
                 self.incoming.mkdir(parents=True, exist_ok=True)
-                self.next_full_scan = 0.0
-                self.step(changed=True)
-                backoff = 1.0
+                # The first pass is a full scan on the watch's first yield, once the watch
+                # is in place: a file dropped before it is found by the scan, one dropped
+                # after by its event (a scan before the watch would miss those between).
+                self.next_full_scan = -math.inf
                 for changes in watchfiles.watch(
                     self.incoming,
                     watch_filter=None,
@@ -315,6 +316,8 @@ class Watcher(threading.Thread):
                 ):
                     self.step(changed=bool(changes))
                     backoff = 1.0
+                if not self.stopping.is_set():
+                    raise RuntimeError(f"the watch of {self.incoming} ended")
             except Exception:
                 log.exception("ingest watcher: retrying in %.0f s", backoff)
                 self.stopping.wait(backoff)
@@ -342,10 +345,11 @@ class Watcher(threading.Thread):
             return []
         with self.session_factory() as session:
             taken = take(session, self.bucket, names, self.today(), max_attempts=self.max_attempts)
-        for name in taken.refused:
-            self.refused[name] = self.sightings[name]
-        for name in [*taken.gone, *(n for n in names if n not in taken.refused)]:
-            self.sightings.pop(name, None)
+        for name in names:
+            if name in taken.refused:
+                self.refused[name] = self.sightings[name]
+            else:  # taken, here or by another watcher
+                del self.sightings[name]
         return taken.jobs
 
     def stop(self) -> None:

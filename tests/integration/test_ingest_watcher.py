@@ -220,6 +220,27 @@ def test_the_watchers_pass_takes_a_dropped_file_once_it_has_settled(
     assert settled == [job.id for job in jobs(session)] and len(settled) == 1
 
 
+def test_a_file_that_could_not_be_moved_is_tried_again_at_the_next_full_scan_not_every_tick(
+    session: Session, bucket: Bucket
+) -> None:
+    clock = Clock()
+    watcher = Watcher(
+        bucket, 0.0, max_attempts=3, clock=clock, today=lambda: TODAY, rescan_seconds=30.0
+    )
+    drop(bucket, "song.wav")
+    blocker = Path(bucket.path("uploads"))
+    blocker.write_text("in the way")  # a plain file where the upload folders go
+
+    assert watcher.step(changed=True) == []
+    blocker.unlink()
+    clock.now += 1
+    assert watcher.step(changed=False) == []
+    clock.now += 30
+
+    assert len(watcher.step(changed=False)) == 1
+    assert incoming(bucket) == []
+
+
 def test_the_watchers_pass_survives_a_database_outage_and_takes_the_file_after_it(
     session: Session, bucket: Bucket
 ) -> None:
