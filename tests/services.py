@@ -249,13 +249,15 @@ def isolate(request: pytest.FixtureRequest, engine: Engine) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def celery_worker(app: Any) -> Iterator[Any]:
-    """A real worker, in this process, consuming every queue but analysis, enrichment and
-    workflows.
+    """A real worker, in this process, consuming every queue but analysis, enrichment,
+    workflows and ingest.
 
-    Ledger tasks (the analysis queue), enrichment tasks and workflow executions run in
-    worker subprocesses started by the system tests, which decide when a backlog is taken,
-    what Spotify or webhook receiver the workers talk to, and may kill a worker mid-task.
-    Tests using it are ``committed``.
+    Ledger tasks (the analysis queue), enrichment tasks, workflow executions and ingest
+    jobs run in worker subprocesses started by the system tests, which decide when a
+    backlog is taken, what Spotify or webhook receiver or bucket the workers talk to, and
+    may kill a worker mid-task; the integration tests of the ingest dispatcher read its
+    messages off the queue, which this worker would otherwise take first. Tests using it
+    are ``committed``.
     """
     from celery.contrib.testing.worker import start_worker
 
@@ -264,7 +266,7 @@ def celery_worker(app: Any) -> Iterator[Any]:
     from worker.redis_client import get_redis
     from worker.run_journal import Drainer
 
-    subprocess_queues = {"analysis", "enrichment", "workflows"}
+    subprocess_queues = {"analysis", "enrichment", "workflows", "ingest"}
     # A worker started from the command line starts its journal drainer on worker_ready,
     # which the test worker never sends: start the same drainer beside it.
     drainer = Drainer(get_engine(), get_redis())
