@@ -24,7 +24,8 @@ from tasks.ingest.storage import Bucket
 from tasks.ingest.watcher import Watcher, take
 from tests.support import wait_for
 
-pytestmark = pytest.mark.committed
+# Files and rows only: the broker is never touched.
+pytestmark = [pytest.mark.committed, pytest.mark.broker_independent]
 
 TODAY = dt.date(2026, 11, 25)
 
