@@ -8,6 +8,7 @@ from typing import Any
 from celery import Celery
 
 import beat_schedule
+from tasks.ingest.watcher import install as install_watcher
 from worker import signals as worker_signals
 from worker.ledger.outbox import install as install_outbox
 from worker.liveness import Lease, transport_options
@@ -150,7 +151,8 @@ OUTBOX_SOURCES = [
 
 def create_app(settings: Settings) -> Celery:
     """The app, with everything it relies on installed here rather than on import: the
-    session hooks that publish after commit, the signal handlers, the outbox dispatcher."""
+    session hooks that publish after commit, the signal handlers, the outbox dispatcher and
+    the ingest watcher."""
     install_session_hooks()
     worker_signals.install()
     app = Celery("automation", task_cls="worker.base_task:AutomationTask")
@@ -158,6 +160,7 @@ def create_app(settings: Settings) -> Celery:
     app.conf.include = TASK_MODULES
     app.steps["consumer"].add(Lease)
     install_outbox(app, OUTBOX_SOURCES)
+    install_watcher(app)
     return app
 
 
