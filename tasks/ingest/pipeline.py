@@ -2,11 +2,12 @@
 
 The claim (``queued`` -> ``processing``, the attempt counted) commits before any work, so
 the rescuer sees who holds the job. Each step's output commits as soon as the step ends
-(``outputs[<step>]``), so a retry starts at the step that failed and never redoes a
-finished one; the last step (publish) writes the catalogue rows and the job's ``done`` in
-one transaction, so a job makes one track or none. Every write after the claim is fenced
-by it (the run's message id and attempt): a run presumed dead and replaced changes
-nothing, and a duplicate message finds the job taken and does nothing.
+(``outputs[<step>]``), in the transaction that moves the job to its next step, so a retry
+starts at the step that failed and never redoes a finished one; the last step (publish)
+writes the catalogue rows and the job's ``done`` in one transaction, so a job makes one
+track or none. Every write after the claim is fenced by it (the run's message id and
+attempt): a run presumed dead and replaced changes nothing, and a duplicate message finds
+the job taken and does nothing.
 
 Failures: a file that cannot be ingested (not media, empty, truncated, too large, a
 missing object) fails at once with its reason; a transient one (the database, Redis, the
@@ -29,6 +30,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from db.queries import queries
 from db.session import session_scope
@@ -81,6 +84,15 @@ class Claim:
     outputs: dict[str, Any]
     user_id: int | None
     track_id: int | None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A step that ended, with what it made, not recorded yet."""
+
+    step: str
+    output: dict[str, Any]
+    kind: str | None = None  # the probe's finding: the job's kind
 
 
 def describe(exc: BaseException) -> str:
@@ -149,25 +161,34 @@ class Pipeline:
 
     def _steps(self, claim: Claim) -> Verdict:
         outputs = dict(claim.outputs)
+        # A step's output is recorded in the transaction that enters the next step: one
+        # commit between two steps, where a record and an entry each took one.
+        finished: Finished | None = None
         with self.bucket.local_copy(claim.object_path) as media:
             if "probe" not in outputs:
                 self._enter(claim, "probe")
                 probed = steps.probe_step(media, claim.object_path, self.settings.ingest_max_bytes)
-                outputs["probe"] = self._record(claim, "probe", probed, kind=probed["kind"])
+                outputs["probe"] = probed
+                finished = Finished("probe", probed, kind=probed["kind"])
             kind = outputs["probe"]["kind"]
             target = None
             if kind == "image":
+                if finished is not None:
+                    # Kept before the cover's target is looked up, which may refuse the job.
+                    self._record(claim, finished)
+                    finished = None
                 target = self._cover_target(claim)
             if kind == "audio" and "analysis" not in outputs:
-                self._enter(claim, "analysis")
+                self._enter(claim, "analysis", finished)
                 analysed = steps.analysis_step(
                     media,
                     self.settings.analysis_max_seconds,
                     self.settings.ingest_waveform_columns,
                 )
-                outputs["analysis"] = self._record(claim, "analysis", analysed)
+                outputs["analysis"] = analysed
+                finished = Finished("analysis", analysed)
             if "images" not in outputs:
-                self._enter(claim, "images")
+                self._enter(claim, "images", finished)
                 if kind == "audio":
                     made = steps.images_step(
                         self.bucket,
@@ -193,8 +214,9 @@ class Pipeline:
                         uploaded=media.read_bytes(),
                         sizes=self.settings.thumbnail_sizes,
                     )
-                outputs["images"] = self._record(claim, "images", made)
-        self._enter(claim, "publish")
+                outputs["images"] = made
+                finished = Finished("images", made)
+        self._enter(claim, "publish", finished)
         return self._publish(claim, kind, outputs)
 
     def _cover_target(self, claim: Claim) -> dict[str, Any]:
@@ -280,12 +302,17 @@ class Pipeline:
             "attempt": claim.attempt,
         }
 
-    def _enter(self, claim: Claim, step: str) -> None:
+    def _enter(self, claim: Claim, step: str, finished: Finished | None = None) -> None:
         """Move the job to ``step``, waiting while the step's concurrency limit is reached
-        (read live: ``automation ingest config --concurrency``, else the setting)."""
+        (read live: ``automation ingest config --concurrency``, else the setting).
+        ``finished``: the step that just ended, its output recorded by the first try, which
+        commits it whether or not the job may enter ``step`` yet."""
         waited_until = time.monotonic() + self.step_wait_seconds
         while True:
             with session_scope() as session:
+                if finished is not None:
+                    self._write_output(session, claim, finished)
+                    finished = None
                 live = session.scalar(SQL["step_limit"], {"step": step})
                 limit = live if live is not None else self.settings.step_concurrency.get(step)
                 if limit is not None:
@@ -304,22 +331,23 @@ class Pipeline:
                 raise StepBusyError(f"step {step} is at its concurrency limit ({limit})")
             self.sleep(0.2 + 0.3 * self.draw())
 
-    def _record(
-        self, claim: Claim, step: str, output: dict[str, Any], *, kind: str | None = None
-    ) -> dict[str, Any]:
+    def _record(self, claim: Claim, finished: Finished) -> None:
         with session_scope() as session:
-            recorded = session.execute(
-                SQL["record_step"],
-                {
-                    **self._fence(claim),
-                    "step": step,
-                    "output": json.dumps({**output, "attempt": claim.attempt}),
-                    "kind": kind,
-                },
-            ).first()
+            self._write_output(session, claim, finished)
+
+    def _write_output(self, session: Session, claim: Claim, finished: Finished) -> None:
+        recorded = session.execute(
+            SQL["record_step"],
+            {
+                **self._fence(claim),
+                "step": finished.step,
+                "output": json.dumps({**finished.output, "attempt": claim.attempt}),
+                "kind": finished.kind,
+            },
+        ).first()
         if recorded is None:
+            # Rolled back with whatever else the transaction held.
             raise ClaimLostError(f"ingest job {claim.job_id} was taken from this run")
-        return output
 
     def _fail(self, claim: Claim, error: str) -> Verdict:
         with session_scope() as session:
