@@ -68,11 +68,12 @@ once, which themselves reached only 0.72 of floor x 2 while the rest of the mach
 0.5-0.6 cores. In another run the two plain processes had the machine almost to
 themselves (others 0.15 cores) and reached 0.93; the workers' round with others at 0.27
 cores reached 0.84. With ``--concurrency 1``, where no second core is in question:
-workers / floor 0.90. The spec's 300 jobs an hour: about 26 times over. Memory: the
-child's peak with the 60-minute file 395 MB (under 400 MB by a hair), the baseline child
-166 MB, the main process 153 MB; a 2-minute file gave the same peak (396 MB), so the
-230 MB the file adds is the features of the middle excerpt (``extract_features`` on up
-to ANALYSIS_MAX_SECONDS), not the whole-file pass, which holds one block at a time.
+workers / floor 0.90. The spec's 300 jobs an hour: about 26 times over. Memory: before
+``extract_features`` streamed its spectra, the child's peak with the 60-minute file was
+395 MB (the baseline child 166 MB; a 2-minute file gave the same peak, so the 230 MB was
+the features of the middle excerpt, not the whole-file pass, which holds one block at a
+time); since (``python -m bench.ingest --skip-throughput``): 178 MB, the baseline child
+158 MB, the main process 154 MB.
 
 Redis: BENCH_REDIS_URL, default redis://127.0.0.1:6379/15, flushed at the start and the
 end (that database only; the bench refuses one another client is connected to).
@@ -540,6 +541,8 @@ def memory(plain_url: str, bucket: Any, args: argparse.Namespace) -> list[Memory
 
     files = []
     need = int(args.memory_minutes * 60 * RATE * 4 * 1.05)
+    # With --skip-throughput nothing has been written to the bucket yet.
+    Path(bucket.root).mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(bucket.root).free
     if free < 2 * need:
         raise SystemExit(
