@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
+from kombu.utils.imports import symbol_by_name
 
 import beat_schedule
-from tasks.ingest.watcher import install as install_watcher
 from worker import signals as worker_signals
 from worker.ledger.outbox import install as install_outbox
 from worker.liveness import Lease, transport_options
@@ -149,6 +149,22 @@ OUTBOX_SOURCES = [
 ]
 
 
+# Machinery only a worker process runs beside its consumer, named like the outbox sources
+# and resolved when a ``celery worker`` process starts (celeryd_init, before worker_ready),
+# so the CLI, beat and the console never import it (the watcher brings watchfiles and the
+# media libraries: over a second of start-up for every `automation` command).
+WORKER_HOOKS = ["tasks.ingest.watcher:install"]
+
+
+def install_worker_hooks(app: Celery, names: list[str]) -> None:
+    def load(**_: Any) -> None:
+        for name in names:
+            symbol_by_name(name)(app)
+
+    # Strong reference: the handler is a closure, which a weak one would lose at once.
+    signals.celeryd_init.connect(load, weak=False)
+
+
 def create_app(settings: Settings) -> Celery:
     """The app, with everything it relies on installed here rather than on import: the
     session hooks that publish after commit, the signal handlers, the outbox dispatcher and
@@ -160,7 +176,7 @@ def create_app(settings: Settings) -> Celery:
     app.conf.include = TASK_MODULES
     app.steps["consumer"].add(Lease)
     install_outbox(app, OUTBOX_SOURCES)
-    install_watcher(app)
+    install_worker_hooks(app, WORKER_HOOKS)
     return app
 
 

@@ -1,6 +1,8 @@
 """The ingest family's tasks: ``ingest.process`` (published by the dispatcher, one per job)
 and ``ingest.backfill`` (sent by ``automation ingest backfill``). The work is in
-``tasks.ingest.pipeline`` and ``tasks.ingest.backfill``."""
+``tasks.ingest.pipeline`` and ``tasks.ingest.backfill``, imported by the task bodies: every
+process imports the task modules (the CLI, beat, the console), and only an ingest worker
+needs the media libraries and the storage behind them."""
 
 from __future__ import annotations
 
@@ -8,9 +10,6 @@ from typing import Any, Literal
 
 from celery.exceptions import Ignore
 
-from tasks.ingest.backfill import backfill_batch
-from tasks.ingest.pipeline import Pipeline
-from tasks.ingest.storage import open_bucket
 from worker.arguments import Id
 from worker.backoff import whole_seconds
 from worker.base_task import AutomationTask
@@ -30,6 +29,9 @@ class IngestJobFailedError(PermanentError):
 
 @app.task(name="ingest.process", bind=True)
 def process(self: AutomationTask, job_id: Id) -> dict[str, Any]:
+    from tasks.ingest.pipeline import Pipeline
+    from tasks.ingest.storage import open_bucket
+
     request = self.request
     settings = get_settings()
     pipeline = Pipeline(
@@ -62,6 +64,9 @@ def process(self: AutomationTask, job_id: Id) -> dict[str, Any]:
 def backfill(
     self: AutomationTask, step: Literal["analysis", "images"], after_track_id: int = 0
 ) -> dict[str, Any]:
+    from tasks.ingest.backfill import backfill_batch
+    from tasks.ingest.storage import open_bucket
+
     settings = get_settings()
     done = backfill_batch(self.session, open_bucket(settings), settings, step, after_track_id)
     if done.more:
